@@ -1,0 +1,149 @@
+"""The rules of the request flow, as pure functions.
+
+Shared by :class:`~alf_session.TokenSession`, :class:`~alf_session.BearerAuth`
+and :class:`~alf_session.TokenAdapter`, so that all three decide alike which
+host may get the token, which body can be sent again, and which 401 calls for
+a retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from requests.utils import rewind_body
+
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from requests import PreparedRequest, Response
+
+    from .token import Token
+
+# The Token attached to a PreparedRequest by us; copies made by requests for
+# redirect hops do not carry it, which is what keeps a token off such hops.
+TOKEN_ATTR = "_alf_session_token"
+# Set on the PreparedRequest of a retry, so that it is never retried again.
+RETRIED_ATTR = "_alf_session_retried"
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalize_hosts(hosts: Iterable[str] | str | None) -> frozenset[str] | None:
+    """``token_hosts`` as a frozenset of lower-case ``host`` or ``host:port``.
+
+    Raises:
+        ConfigurationError: not a sequence of host names.
+    """
+    if hosts is None:
+        return None
+    if isinstance(hosts, str):
+        hosts = [hosts]
+    result = set()
+    for host in hosts:
+        if not isinstance(host, str) or not host.strip() or "/" in host:
+            raise ConfigurationError(
+                f"token_hosts must hold host names such as 'api.example.com' or "
+                f"'localhost:8080' (no scheme or path), not {host!r}"
+            )
+        result.add(host.strip().lower().rstrip("."))
+    return frozenset(result)
+
+
+@lru_cache(maxsize=256)
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = (parts.hostname or "").rstrip(".")
+    return scheme, host, port if port is not None else _DEFAULT_PORTS.get(scheme)
+
+
+def host_allowed(url: str | None, hosts: frozenset[str] | None) -> bool:
+    """Whether the token may be sent to ``url`` under ``token_hosts``.
+
+    ``None`` allows every host; an entry ``host`` allows that host on any
+    port, ``host:port`` on that port only (default ports included).
+    """
+    if hosts is None:
+        return True
+    if not url:
+        return False
+    _, host, port = _origin(url)
+    if not host:
+        return False
+    if host in hosts:
+        return True
+    if port is None:
+        return False
+    if ":" in host:  # IPv6 literal
+        return f"[{host}]:{port}" in hosts
+    return f"{host}:{port}" in hosts
+
+
+def attach(request: PreparedRequest, token: Token) -> None:
+    """Put ``token`` on ``request`` and remember that we did."""
+    request.headers["Authorization"] = token.header_value
+    setattr(request, TOKEN_ATTR, token)
+
+
+def sent_token(response: Response, request: PreparedRequest) -> Token | None:
+    """The token that a 401 ``response`` to ``request`` refused, if it calls for a retry.
+
+    A retry is called for when the response is a 401 to the very request we put
+    the token on (not a redirect hop, whose header requests may have stripped),
+    that request still carried our header, and it was not itself a retry.
+    """
+    if response.status_code != 401 or getattr(request, RETRIED_ATTR, False):
+        return None
+    token: Token | None = getattr(request, TOKEN_ATTR, None)
+    if token is None or response.request is not request:
+        # Either not ours, or the 401 came from a redirect hop; the original
+        # request and its hops went elsewhere, so don't replay the chain.
+        if token is None or response.request is None:
+            return None
+        if response.request.headers.get("Authorization") != token.header_value:
+            return None
+    elif request.headers.get("Authorization") != token.header_value:
+        return None
+    return token
+
+
+def replayable(request: PreparedRequest) -> bool:
+    """Whether ``request``'s body can be sent a second time.
+
+    ``None``, bytes and str bodies (which dict, list and json bodies become)
+    can; a file-like body can if requests recorded where it started; a
+    generator or other iterator cannot.
+    """
+    body = request.body
+    if body is None or isinstance(body, (bytes, str)):
+        return True
+    if hasattr(body, "read"):
+        return isinstance(getattr(request, "_body_position", None), int)
+    return False
+
+
+def retry_request(request: PreparedRequest, token: Token) -> PreparedRequest:
+    """A copy of ``request`` with its body rewound and ``token`` on it."""
+    retry = request.copy()
+    if hasattr(retry.body, "read"):
+        rewind_body(retry)
+    attach(retry, token)
+    setattr(retry, RETRIED_ATTR, True)
+    return retry
+
+
+def drain(response: Response) -> None:
+    """Read and close a response we are about to replace, so that its
+    connection goes back to the pool (401 bodies are small)."""
+    try:
+        _ = response.content
+    except Exception:  # noqa: BLE001, S110 - a broken 401 body must not stop the retry
+        pass
+    response.close()

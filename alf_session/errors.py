@@ -1,0 +1,183 @@
+"""Exceptions raised by alf-session.
+
+Every failure to obtain a token is a :class:`TokenError`; nothing else escapes
+from the token machinery (no bare ``KeyError``, ``ValueError`` or
+``JSONDecodeError``)::
+
+    TokenError                      base; .response when there was one
+    ├── ConfigurationError          bad arguments (also a ValueError)
+    │   └── InsecureTransportError  token endpoint not https:// (nor loopback http://)
+    ├── TokenRequestError           the token endpoint could not be reached (connect, timeout)
+    ├── TokenHTTPError              the token endpoint answered with a non-OAuth HTTP error
+    ├── InvalidTokenResponse        a 2xx answer that is not a usable token
+    ├── TokenTimeout                waited too long for another thread's or process's fetch
+    └── OAuthError                  RFC 6749 §5.2 error response; .error, .error_description, .error_uri
+        ├── InvalidRequest
+        ├── InvalidClient
+        ├── InvalidGrant
+        ├── UnauthorizedClient
+        ├── UnsupportedGrantType
+        └── InvalidScope
+
+Messages say what went wrong and what to do about it. They never contain a
+client secret, password, access token or refresh token: response bodies are
+quoted only in part, with any secret the provider knows replaced by ``***``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import requests
+
+__all__ = [
+    "ConfigurationError",
+    "InsecureTransportError",
+    "InvalidClient",
+    "InvalidGrant",
+    "InvalidRequest",
+    "InvalidScope",
+    "InvalidTokenResponse",
+    "OAuthError",
+    "TokenError",
+    "TokenHTTPError",
+    "TokenRequestError",
+    "TokenTimeout",
+    "UnauthorizedClient",
+    "UnsupportedGrantType",
+]
+
+
+class TokenError(Exception):
+    """A token could not be obtained.
+
+    Attributes:
+        response: The token endpoint's :class:`requests.Response`, when there
+            was one.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, message: str = "", *, response: requests.Response | None = None) -> None:
+        super().__init__(message)
+        self.response = response
+
+    def _clone(self) -> TokenError:
+        """A fresh copy to raise again, without this one's traceback.
+
+        Failures are shared by every thread waiting for the same fetch; raising
+        one instance from many threads would keep growing its traceback.
+        """
+        clone = copy.copy(self)
+        clone.__traceback__ = None
+        clone.__cause__ = self.__cause__
+        return clone
+
+
+class ConfigurationError(TokenError, ValueError):
+    """An argument is missing or wrong; the message says which and how to fix it."""
+
+
+class InsecureTransportError(ConfigurationError):
+    """The token endpoint is neither ``https://`` nor ``http://`` on a loopback host.
+
+    Client secrets would cross the network in clear text. Use https, or pass
+    ``allow_insecure_http=True`` to the provider if you really mean it.
+    """
+
+
+class TokenRequestError(TokenError):
+    """The token endpoint could not be reached or did not answer in time."""
+
+
+class TokenHTTPError(TokenError):
+    """The token endpoint answered with an HTTP error that is not an OAuth error."""
+
+    @property
+    def status_code(self) -> int | None:
+        """The HTTP status of the response, if there was one."""
+        return None if self.response is None else self.response.status_code
+
+
+class InvalidTokenResponse(TokenError):
+    """The token endpoint answered 2xx with something that is not a usable token."""
+
+
+class TokenTimeout(TokenError):
+    """Gave up waiting for a token that another thread or process was fetching."""
+
+
+class OAuthError(TokenError):
+    """The token endpoint returned an RFC 6749 §5.2 error response.
+
+    Attributes:
+        error: The ``error`` code, e.g. ``"invalid_client"``.
+        error_description: The server's human-readable text, if any.
+        error_uri: A link to the server's documentation of the error, if any.
+    """
+
+    #: What the user should check; shown at the end of the message.
+    hint = ""
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        error: str = "",
+        error_description: str | None = None,
+        error_uri: str | None = None,
+        response: requests.Response | None = None,
+    ) -> None:
+        super().__init__(message, response=response)
+        self.error = error
+        self.error_description = error_description
+        self.error_uri = error_uri
+
+
+class InvalidRequest(OAuthError):
+    """``invalid_request``: the token request is malformed."""
+
+    hint = "Check the grant's parameters (scope, audience, extra_params)."
+
+
+class InvalidClient(OAuthError):
+    """``invalid_client``: client authentication failed."""
+
+    hint = "Check client_id, client_secret and auth_method."
+
+
+class InvalidGrant(OAuthError):
+    """``invalid_grant``: the grant (password, refresh token, …) was refused."""
+
+    hint = "Check the username and password, or the refresh token."
+
+
+class UnauthorizedClient(OAuthError):
+    """``unauthorized_client``: the client may not use this grant type."""
+
+    hint = "Allow this grant type for the client at the identity provider."
+
+
+class UnsupportedGrantType(OAuthError):
+    """``unsupported_grant_type``: the server does not support this grant type."""
+
+    hint = "Use a grant type the identity provider supports."
+
+
+class InvalidScope(OAuthError):
+    """``invalid_scope``: the requested scope is invalid, unknown or too wide."""
+
+    hint = "Check the scope (and audience) the client asks for."
+
+
+#: RFC 6749 §5.2 error codes and the exception each one raises.
+OAUTH_ERRORS: dict[str, type[OAuthError]] = {
+    "invalid_request": InvalidRequest,
+    "invalid_client": InvalidClient,
+    "invalid_grant": InvalidGrant,
+    "unauthorized_client": UnauthorizedClient,
+    "unsupported_grant_type": UnsupportedGrantType,
+    "invalid_scope": InvalidScope,
+}

@@ -1,0 +1,655 @@
+"""The :class:`TokenManager`: one token per credential, fetched once, renewed early.
+
+How it decides, per call of :meth:`TokenManager.get_token`:
+
+1. **Hot path.** The token in memory is before its refresh point: return it.
+   One attribute read, one clock read, no lock, no I/O.
+2. **Refresh window.** Past the refresh point (``refresh_ahead`` of its
+   lifetime, minus a little jitter) but still valid: return it, and start one
+   background refresh if none is running. No request waits.
+3. **Slow path.** No valid token: take the single-flight lock (bounded wait);
+   whoever gets it first reads the shared storage, takes the storage's lock
+   (other processes wait and read what it stores), fetches, stores. The
+   others find the token in memory when they get the lock. A failure is
+   remembered for ``failure_ttl`` seconds and raised again to every caller in
+   that time, so that bad credentials never hammer the identity provider.
+
+Storage calls are bounded in time and never fail a request: on a fault the
+manager counts it, warns once per interval, skips the storage for a few
+seconds, and carries on with its memory and the token endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
+
+from . import _fork
+from .errors import ConfigurationError, InvalidTokenResponse, OAuthError, TokenError, TokenTimeout
+from .providers import _wrap_error, as_provider
+from .storage import TokenStorage, as_storage
+from .token import Token
+
+__all__ = ["TokenManager", "TokenStats"]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_INF = math.inf
+
+# A freshly fetched token is reused for at least this long, even if the server
+# (or a skewed clock) says it is already expiring: no tight fetch loop, ever.
+_MIN_REUSE = 1.0
+
+
+class TokenStats(NamedTuple):
+    """A snapshot of a manager's counters.
+
+    Attributes:
+        fetches: Token requests made by this process (grants and refreshes).
+        hits: Tokens served from memory.
+        refreshes: Tokens renewed ahead of expiry in the background.
+        retries_on_401: Requests sent again after an API answered 401.
+        storage_errors: Storage calls that failed, timed out or returned garbage.
+        storage_hits: Tokens taken from the shared storage instead of fetched.
+    """
+
+    fetches: int = 0
+    hits: int = 0
+    refreshes: int = 0
+    retries_on_401: int = 0
+    storage_errors: int = 0
+    storage_hits: int = 0
+
+
+class _Entry:
+    """The token in memory, with the times it was planned on (manager clock)."""
+
+    __slots__ = ("refresh_at", "stale_at", "token")
+
+    def __init__(self, token: Token, refresh_at: float, stale_at: float) -> None:
+        self.token = token
+        self.refresh_at = refresh_at
+        self.stale_at = stale_at
+
+
+class _Failure:
+    __slots__ = ("error", "until")
+
+    def __init__(self, error: TokenError, until: float) -> None:
+        self.error = error
+        self.until = until
+
+
+class _StorageFault(Exception):
+    """A storage call failed or timed out (internal)."""
+
+
+class TokenManager:
+    """Gets, caches, shares and renews the token of one credential.
+
+    Args:
+        provider: How tokens are obtained: a provider such as
+            :class:`~alf_session.ClientCredentials`, any object with
+            ``fetch_token()``, or a callable.
+        storage: The shared tier: a :class:`~alf_session.TokenStorage` or any
+            object with ``get``/``set`` (redis, pymemcache, Django cache, …).
+            ``None`` keeps the token in this process only.
+        leeway: A token counts as expired this many seconds before it expires
+            (never more than half its lifetime, so short-lived tokens work).
+        refresh_ahead: Fraction of the lifetime after which the token is
+            renewed in the background; ``None`` renews only once it expires.
+        refresh_jitter: Up to this fraction of the lifetime is taken off the
+            refresh point at random, so processes don't all refresh at once.
+        failure_ttl: Seconds a failed fetch is remembered and raised again to
+            every caller without a new token request.
+        max_wait: Longest a caller waits for another thread's fetch.
+        lock_ttl: How long the storage's fetch lock lives: if its holder dies,
+            another process takes over after this.
+        lock_wait: Longest a process waits for another process's fetch before
+            fetching itself.
+        storage_timeout: Bound on each storage call, in seconds.
+        storage_retry_interval: After a storage fault, seconds before the
+            storage is tried again.
+        key: Name of the credential in storage; default: the provider's
+            ``cache_key``. Required with storage for a provider without one.
+        clock: Returns the time in UNIX seconds; inject one in tests.
+
+    Thread-safety: one manager serves all threads of a process. Fork-safety:
+    a forked child gets new locks and no refresher thread, and keeps the
+    cached token.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        provider: Any,
+        storage: Any = None,
+        *,
+        leeway: float = 30.0,
+        refresh_ahead: float | None = 0.75,
+        refresh_jitter: float = 0.05,
+        failure_ttl: float = 10.0,
+        max_wait: float = 60.0,
+        lock_ttl: float = 15.0,
+        lock_wait: float = 20.0,
+        storage_timeout: float = 2.0,
+        storage_retry_interval: float = 5.0,
+        key: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.provider = as_provider(provider)
+        self.storage: TokenStorage | None = None if storage is None else as_storage(storage)
+        _check_number("leeway", leeway, minimum=0)
+        if refresh_ahead is not None and not (
+            isinstance(refresh_ahead, (int, float)) and 0 < refresh_ahead < 1
+        ):
+            raise ConfigurationError(
+                f"refresh_ahead must be a fraction between 0 and 1 (such as 0.75), "
+                f"or None; got {refresh_ahead!r}"
+            )
+        _check_number("refresh_jitter", refresh_jitter, minimum=0, maximum=0.5)
+        for name, value in (
+            ("failure_ttl", failure_ttl),
+            ("max_wait", max_wait),
+            ("lock_ttl", lock_ttl),
+            ("lock_wait", lock_wait),
+            ("storage_timeout", storage_timeout),
+            ("storage_retry_interval", storage_retry_interval),
+        ):
+            _check_number(name, value, minimum=0)
+        if not callable(clock):
+            raise ConfigurationError("clock must be a callable returning UNIX seconds")
+        self.leeway = float(leeway)
+        self.refresh_ahead = refresh_ahead
+        self.refresh_jitter = float(refresh_jitter)
+        self.failure_ttl = float(failure_ttl)
+        self.max_wait = float(max_wait)
+        self.lock_ttl = float(lock_ttl)
+        self.lock_wait = float(lock_wait)
+        self.storage_timeout = float(storage_timeout)
+        self.storage_retry_interval = float(storage_retry_interval)
+        self._clock = clock
+
+        name = key if key is not None else getattr(self.provider, "cache_key", None)
+        if self.storage is not None:
+            if not isinstance(name, str) or not name:
+                raise ConfigurationError(
+                    f"{self.provider!r} has no cache_key to share its token by; pass "
+                    "key='a-name-for-this-credential' to TokenManager"
+                )
+            if key is not None:
+                import hashlib
+
+                name = hashlib.sha256(key.encode()).hexdigest()
+            self._key: str | None = self.storage.key_for(name)
+        else:
+            self._key = None
+
+        self._entry: _Entry | None = None
+        self._failure: _Failure | None = None
+        self._rejected: str | None = None  # access token an API refused (401)
+        self._storage_down_until = 0.0  # time.monotonic()
+        self._storage_warned_at = -_INF
+        self._storage_failing = False
+        self._counts = [0, 0, 0, 0, 0, 0]  # in TokenStats order
+        self._init_locks()
+        _fork.register(self)
+
+    def _init_locks(self) -> None:
+        self._flight = threading.Lock()  # held across one fetch, by one thread
+        self._mutex = threading.Lock()  # short critical sections only
+        self._refreshing = False
+
+    def _after_fork(self) -> None:
+        # A parent thread may have held a lock or been refreshing at fork():
+        # in the child that thread does not exist, so start clean. The cached
+        # token stays: it is as valid in the child as in the parent.
+        self._init_locks()
+        reset = getattr(self.provider, "_after_fork", None)
+        if callable(reset):
+            reset()
+
+    def __repr__(self) -> str:
+        store = "memory" if self.storage is None else repr(self.storage)
+        return f"TokenManager({self.provider!r}, storage={store})"
+
+    # -- public API --------------------------------------------------------
+
+    @property
+    def stats(self) -> TokenStats:
+        """The counters, as a :class:`TokenStats` snapshot."""
+        with self._mutex:
+            return TokenStats(*self._counts)
+
+    def get_token(self) -> Token:
+        """A valid token: from memory, from storage or freshly fetched.
+
+        Raises:
+            TokenError: no token could be obtained (the same error is raised
+                to every caller for ``failure_ttl`` seconds).
+            TokenTimeout: another thread's fetch took longer than ``max_wait``.
+        """
+        entry = self._entry
+        if entry is not None:
+            now = self._clock()
+            if now < entry.refresh_at:
+                self._count(1)
+                return entry.token
+            if now < entry.stale_at:
+                self._count(1)
+                self._refresh_in_background(entry)
+                return entry.token
+        return self._get_token_slow()
+
+    def invalidate(self, token: Token | None = None) -> None:
+        """Drop the cached token, in memory and in storage.
+
+        Args:
+            token: Drop only this token: a newer one that another thread or
+                process already cached is kept. ``None`` drops whatever is
+                cached.
+        """
+        with self._mutex:
+            entry = self._entry
+            if token is None or (entry is not None and entry.token == token):
+                self._entry = None
+            if token is not None:
+                self._rejected = token.access_token
+            self._failure = None
+        if self.storage is not None and self._key is not None:
+            key = self._key
+            if token is None:
+                self._storage_call(lambda: self.storage.delete(key))  # type: ignore[union-attr]
+            else:
+                raw = self._storage_call(lambda: self.storage.load(key))  # type: ignore[union-attr]
+                if isinstance(raw, str) and self._decode(raw) == token:
+                    # Compare-and-delete: atomic where the storage can do it,
+                    # so a newer token stored meanwhile survives.
+                    self._storage_call(lambda: self.storage.delete(key, raw))  # type: ignore[union-attr]
+        log.debug(
+            "invalidated %s", "cached token" if token is None else f"token {token.fingerprint}"
+        )
+
+    def force_refresh(self) -> Token:
+        """Fetch a new token now, store it and return it.
+
+        Raises:
+            TokenError: the fetch failed.
+        """
+        if not self._flight.acquire(timeout=self.max_wait):
+            raise TokenTimeout(f"no token after {self.max_wait:g}s waiting for another fetch")
+        try:
+            entry = self._entry
+            token = self._fetch(entry.token if entry else None)
+            self._adopt(token, fetched=True)
+            self._store(token)
+            return token
+        finally:
+            self._flight.release()
+
+    # -- internals ---------------------------------------------------------
+
+    def _count(self, index: int, n: int = 1) -> None:
+        with self._mutex:
+            self._counts[index] += n
+
+    def _replace_refused(self, token: Token) -> Token:
+        """An API answered 401 to ``token``: drop it (only it) and get another."""
+        self.invalidate(token)
+        new_token = self.get_token()
+        self._count(3)
+        log.info(
+            "API answered 401 to token %s; retrying once with token %s",
+            token.fingerprint,
+            new_token.fingerprint,
+        )
+        return new_token
+
+    def _get_token_slow(self) -> Token:
+        if not self._flight.acquire(timeout=self.max_wait):
+            raise TokenTimeout(
+                f"no token after waiting {self.max_wait:g}s for another thread's fetch "
+                "from the token endpoint; raise max_wait or check the endpoint"
+            )
+        try:
+            now = self._clock()
+            entry = self._entry
+            if entry is not None and now < entry.stale_at:
+                self._count(1)  # another thread got it while we waited
+                return entry.token
+            failure = self._failure
+            if failure is not None and now < failure.until:
+                raise failure.error._clone()
+            try:
+                return self._obtain(entry.token if entry else None, background=False)
+            except TokenError as exc:
+                self._failure = _Failure(exc, self._clock() + self.failure_ttl)
+                raise
+        finally:
+            self._flight.release()
+
+    def _refresh_in_background(self, entry: _Entry) -> None:
+        with self._mutex:
+            if self._refreshing:
+                return
+            self._refreshing = True
+        try:
+            threading.Thread(
+                target=self._background_refresh,
+                args=(entry,),
+                name="alf-session-refresh",
+                daemon=True,
+            ).start()
+        except RuntimeError:  # interpreter shutting down: the foreground will fetch
+            with self._mutex:
+                self._refreshing = False
+
+    def _background_refresh(self, entry: _Entry) -> None:
+        try:
+            # Never queue behind a foreground fetch: it is renewing already.
+            if not self._flight.acquire(blocking=False):
+                return
+            try:
+                if self._entry is not entry:
+                    return  # renewed (or invalidated) meanwhile
+                self._obtain(entry.token, background=True)
+                self._count(2)
+            finally:
+                self._flight.release()
+        except Exception as exc:  # noqa: BLE001 - must not die silently; callers are unaffected
+            # Keep serving the current token; try again later rather than on
+            # every request, and let the foreground fetch once it expires.
+            with self._mutex:
+                current = self._entry
+                if current is entry:
+                    retry_at = min(entry.stale_at, self._clock() + max(self.failure_ttl, 1.0))
+                    self._entry = _Entry(entry.token, retry_at, entry.stale_at)
+            log.warning(
+                "background token refresh for %r failed (%s); still using the current token",
+                self.provider,
+                exc if isinstance(exc, TokenError) else type(exc).__name__,
+            )
+        finally:
+            with self._mutex:
+                self._refreshing = False
+
+    def _obtain(self, current: Token | None, *, background: bool) -> Token:
+        """Get a token from storage or the endpoint. Caller holds ``_flight``."""
+        storage, key = self.storage, self._key
+        if storage is None or key is None:
+            token = self._fetch(current)
+            self._adopt(token, fetched=True)
+            return token
+
+        shared = self._load()
+        if self._acceptable(shared, current, background):
+            return self._adopt(shared, fetched=False)  # type: ignore[arg-type]
+
+        owner: str | None = None
+        if storage.can_lock and self._storage_ok():
+            owner, shared = self._wait_for_lock(storage, key, current, background)
+            if owner is None and shared is not None:
+                return self._adopt(shared, fetched=False)
+        try:
+            token = self._fetch(current)
+            self._adopt(token, fetched=True)
+            self._store(token)
+            return token
+        finally:
+            if owner is not None:
+                self._storage_call(lambda: storage.release_lock(key, owner))
+
+    def _wait_for_lock(
+        self, storage: TokenStorage, key: str, current: Token | None, background: bool
+    ) -> tuple[str | None, Token | None]:
+        """Take the storage's fetch lock, or wait for its holder's token.
+
+        Returns ``(owner, None)`` when this process should fetch holding the
+        lock, ``(None, token)`` when another process stored a token meanwhile,
+        and ``(None, None)`` when the storage failed or the wait ran out (fetch
+        without the lock).
+        """
+        deadline = time.monotonic() + self.lock_wait
+        pause = 0.01
+        while True:
+            try:
+                owner = self._bounded(lambda: storage.acquire_lock(key, self.lock_ttl))
+            except _StorageFault:
+                return None, None
+            if owner is not None:
+                # Someone may have stored a token between our read and the lock.
+                shared = self._load()
+                if self._acceptable(shared, current, background):
+                    self._storage_call(lambda: storage.release_lock(key, owner))
+                    return None, shared
+                return owner, None
+            if time.monotonic() + pause > deadline:
+                log.warning(
+                    "waited %gs for another process's token fetch; fetching here", self.lock_wait
+                )
+                return None, None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+            shared = self._load()
+            if self._acceptable(shared, current, background):
+                return None, shared
+
+    def _acceptable(self, token: Token | None, current: Token | None, background: bool) -> bool:
+        if token is None or token.access_token == self._rejected:
+            return False
+        now = self._clock()
+        refresh_at, stale_at = self._plan(token, now, fetched=False, jitter=False)
+        if background:
+            # Renewing ahead: only a token that needs no renewing yet will do.
+            return token != current and now < refresh_at
+        return now < stale_at
+
+    def _fetch(self, current: Token | None) -> Token:
+        """One token request: the refresh grant when possible, else the grant."""
+        provider = self.provider
+        refresh = getattr(provider, "refresh", None)
+        if current is not None and current.refresh_token and callable(refresh):
+            try:
+                token = self._call_provider(lambda: refresh(current))
+            except OAuthError as exc:
+                log.info(
+                    "refresh token refused by the token endpoint (%s); using the grant",
+                    exc.error,
+                )
+            else:
+                self._count(0)
+                log.info("refreshed token %s with the refresh token", token.fingerprint)
+                return token
+        token = self._call_provider(provider.fetch_token)
+        self._count(0)
+        expires = "unknown" if token.expires_at is None else f"{token.expires_at - self._clock():.0f}s"
+        log.info("fetched token %s for %r; expires in %s", token.fingerprint, provider, expires)
+        return token
+
+    def _call_provider(self, call: Callable[[], object]) -> Token:
+        try:
+            token = call()
+        except TokenError:
+            raise
+        except Exception as exc:
+            raise _wrap_error(exc, self.provider) from exc
+        if not isinstance(token, Token):
+            raise InvalidTokenResponse(
+                f"{self.provider!r} returned a {type(token).__name__}, not a Token"
+            )
+        return token
+
+    def _plan(
+        self, token: Token, now: float, *, fetched: bool, jitter: bool = True
+    ) -> tuple[float, float]:
+        """When to renew ``token`` in the background, and when it is no longer usable."""
+        expires_at = token.expires_at
+        if expires_at is None:
+            return _INF, _INF
+        issued = token.issued_at if token.issued_at is not None and token.issued_at <= now else now
+        lifetime = expires_at - issued
+        stale_at = expires_at - min(self.leeway, max(lifetime, 0.0) / 2)
+        if fetched:
+            stale_at = max(stale_at, now + _MIN_REUSE)
+        if self.refresh_ahead is None or lifetime <= 0:
+            return stale_at, stale_at
+        refresh_at = issued + lifetime * self.refresh_ahead
+        if jitter and self.refresh_jitter:
+            refresh_at -= random.random() * self.refresh_jitter * lifetime  # noqa: S311 - not crypto
+        return min(refresh_at, stale_at), stale_at
+
+    def _adopt(self, token: Token, *, fetched: bool) -> Token:
+        now = self._clock()
+        refresh_at, stale_at = self._plan(token, now, fetched=fetched)
+        with self._mutex:
+            previous = self._entry
+            if (
+                previous is not None
+                and previous.token.expires_at is not None
+                and token.expires_at is not None
+                and token.expires_at <= previous.token.expires_at
+                and now >= previous.refresh_at
+            ):
+                # The server answered a renewal with the same expiry (or the
+                # same token): renewing again before it expires would only get
+                # the same answer. Wait for expiry instead of looping.
+                refresh_at = stale_at
+            self._entry = _Entry(token, refresh_at, stale_at)
+            self._failure = None
+            if not fetched:
+                self._counts[5] += 1
+        if not fetched:
+            log.debug("using token %s from %r", token.fingerprint, self.storage)
+        return token
+
+    # -- storage -----------------------------------------------------------
+
+    def _load(self) -> Token | None:
+        storage, key = self.storage, self._key
+        if storage is None or key is None or not self._storage_ok():
+            return None
+        raw = self._storage_call(lambda: storage.load(key))
+        if raw is None:
+            return None
+        return self._decode(raw)
+
+    def _decode(self, raw: object) -> Token | None:
+        try:
+            if isinstance(raw, bytes):
+                raw = raw.decode("utf-8")
+            if not isinstance(raw, str):
+                raise InvalidTokenResponse(f"stored value is a {type(raw).__name__}")
+            return Token.from_dict(json.loads(raw))
+        except (ValueError, InvalidTokenResponse, RecursionError):
+            # Garbage under our key: ignore it; the next save overwrites it.
+            self._count(4)
+            log.warning("ignoring an unreadable value under %s in %r", self._key, self.storage)
+            return None
+
+    def _store(self, token: Token) -> None:
+        storage, key = self.storage, self._key
+        if storage is None or key is None or not self._storage_ok():
+            return
+        ttl = None
+        if token.expires_at is not None:
+            ttl = token.expires_at - self._clock()
+            if ttl <= 0:
+                return
+        value = json.dumps(token.to_dict(), separators=(",", ":"))
+        self._storage_call(lambda: storage.save(key, value, ttl))
+
+    def _storage_ok(self) -> bool:
+        return time.monotonic() >= self._storage_down_until
+
+    def _storage_call(self, call: Callable[[], _T]) -> _T | None:
+        """Run one storage call, bounded; on a fault, note it and return None."""
+        try:
+            return self._bounded(call)
+        except _StorageFault:
+            return None
+
+    def _bounded(self, call: Callable[[], _T]) -> _T:
+        """Run ``call`` with at most ``storage_timeout`` seconds to answer.
+
+        The call runs in a short-lived daemon thread so that a hung backend
+        cannot hold the caller (or the single-flight lock) beyond the bound.
+        This is the slow path only: a token in memory never touches storage.
+        """
+        if time.monotonic() < self._storage_down_until:
+            raise _StorageFault("storage is resting after a fault")
+        if not getattr(self.storage, "blocking", True):
+            try:
+                return call()
+            except Exception as exc:  # noqa: BLE001 - any backend error is a fault
+                self._storage_fault(_describe_fault(exc))
+        box: list[tuple[bool, Any]] = []
+
+        def run() -> None:
+            try:
+                box.append((True, call()))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                box.append((False, exc))
+
+        worker = threading.Thread(target=run, name="alf-session-storage", daemon=True)
+        worker.start()
+        worker.join(self.storage_timeout)
+        if not box:
+            self._storage_fault(f"no answer within {self.storage_timeout:g}s")
+        ok, value = box[0]
+        if not ok:
+            self._storage_fault(_describe_fault(value))
+        if self._storage_failing:
+            with self._mutex:
+                self._storage_failing = False
+            log.info("token storage %r answers again; sharing tokens through it", self.storage)
+        return value  # type: ignore[no-any-return]
+
+    def _storage_fault(self, reason: str) -> None:
+        now = time.monotonic()
+        with self._mutex:
+            self._counts[4] += 1
+            self._storage_down_until = now + self.storage_retry_interval
+            self._storage_failing = True
+            warn = now - self._storage_warned_at >= 60.0
+            if warn:
+                self._storage_warned_at = now
+        if warn:
+            log.warning(
+                "token storage %r failed (%s); using this process's memory and the token "
+                "endpoint until it answers (warned at most once a minute)",
+                self.storage,
+                reason[:200],
+            )
+        raise _StorageFault(reason)
+
+
+def _describe_fault(exc: BaseException) -> str:
+    # Only transport errors are quoted: a backend's other messages might echo
+    # the value it was given, which holds the token.
+    name = type(exc).__name__
+    if isinstance(exc, (OSError, TimeoutError)) or "Connection" in name or "Timeout" in name:
+        text = str(exc)
+        return f"{name}: {text}" if text else name
+    return name
+
+
+def _check_number(
+    name: str, value: object, *, minimum: float, maximum: float | None = None
+) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        bound = f">= {minimum:g}" + (f" and <= {maximum:g}" if maximum is not None else "")
+        raise ConfigurationError(f"{name} must be a number {bound}, not {value!r}")

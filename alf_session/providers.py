@@ -1,0 +1,743 @@
+"""Providers: how a token is obtained.
+
+A provider is any object with a ``fetch_token() -> Token`` method (see
+:class:`TokenProvider`); a plain callable is wrapped by
+:class:`CallableProvider`. A provider that can also renew a token with its
+refresh token has ``refresh(token) -> Token``.
+
+The ready-made providers speak RFC 6749 to a token endpoint:
+:class:`ClientCredentials` (§4.4) and :class:`PasswordCredentials` (§4.3),
+both of which use a returned ``refresh_token`` (§6) when renewing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
+from urllib.parse import parse_qsl, quote_plus, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from .errors import (
+    OAUTH_ERRORS,
+    ConfigurationError,
+    InsecureTransportError,
+    InvalidTokenResponse,
+    OAuthError,
+    TokenError,
+    TokenHTTPError,
+    TokenRequestError,
+)
+from .token import Token
+
+if TYPE_CHECKING:
+    from requests import PreparedRequest
+
+__all__ = [
+    "CallableProvider",
+    "ClientCredentials",
+    "OAuth2Provider",
+    "PasswordCredentials",
+    "TokenProvider",
+    "as_provider",
+]
+
+log = logging.getLogger(__name__)
+
+#: What ``scope`` accepts: a space-separated string or a sequence of strings.
+Scope = Union[str, Iterable[str], None]
+#: What ``timeout`` accepts: seconds, or a (connect, read) pair.
+Timeout = Union[float, tuple[float, float]]
+
+# A token response larger than this is not a token response (a misrouted
+# download, an HTML error page of a proxy); reading stops here.
+_MAX_BODY = 1024 * 1024
+# How much of an error body a message may quote.
+_QUOTE = 200
+_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+
+
+@runtime_checkable
+class TokenProvider(Protocol):
+    """Anything that can obtain a token.
+
+    ``fetch_token`` is called by one thread at a time per
+    :class:`~alf_session.TokenManager`; it should bound its own network I/O.
+    Optionally, ``cache_key`` (a string naming the credential) lets the token
+    be shared through storage, and ``refresh(token)`` renews a token with its
+    refresh token.
+    """
+
+    def fetch_token(self) -> Token:
+        """Obtain a new token from the authority."""
+        ...
+
+
+def _no_auth(request: PreparedRequest) -> PreparedRequest:
+    # An explicit auth stops requests from looking up ~/.netrc and putting its
+    # credentials on the token request in place of ours.
+    return request
+
+
+def default_retry(total: int = 3) -> Retry:
+    """The ``token_retry`` used when none is given.
+
+    Retries connection errors, reads, HTTP 429 and 5xx ``total`` times with
+    exponential backoff (0.5 s, 1 s, 2 s, …), honouring ``Retry-After`` up to
+    10 s. Applies to POST, which urllib3 would otherwise not retry.
+    """
+    return _BoundedRetry(
+        total=total,
+        backoff_factor=0.5,
+        backoff_max=10.0,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=None,  # every method, POST included
+        raise_on_status=False,  # hand back the last response: its body may be an OAuth error
+        respect_retry_after_header=True,
+    )
+
+
+class _BoundedRetry(Retry):
+    """A Retry whose ``Retry-After`` waits are capped at ``backoff_max``, so a
+    server asking for an hour's pause cannot hang the caller for an hour."""
+
+    def get_retry_after(self, response: Any) -> float | None:
+        after = super().get_retry_after(response)
+        return None if after is None else min(after, self.backoff_max)
+
+
+def _coerce_retry(retry: Retry | int | None) -> Retry:
+    if retry is None:
+        return default_retry()
+    if isinstance(retry, bool) or not isinstance(retry, (int, Retry)):
+        raise ConfigurationError(
+            f"token_retry must be a urllib3 Retry or an int, not {type(retry).__name__}"
+        )
+    if isinstance(retry, int):
+        if retry < 0:
+            raise ConfigurationError(f"token_retry must be >= 0, not {retry}")
+        return default_retry(retry)
+    changes: dict[str, Any] = {"raise_on_status": False}
+    # The token request is a POST, which urllib3 leaves out of
+    # Retry.DEFAULT_ALLOWED_METHODS: a Retry written for GETs (the alf README's
+    # Retry(total=5, status_forcelist=[500], backoff_factor=0.3)) would never
+    # retry anything here. Retrying a token request is safe: it has no side
+    # effect that a second token would harm.
+    if retry.allowed_methods is not None and "POST" not in retry.allowed_methods:
+        changes["allowed_methods"] = frozenset(retry.allowed_methods) | {"POST"}
+    return retry.new(**changes)
+
+
+def _check_timeout(timeout: Timeout) -> Timeout:
+    values = timeout if isinstance(timeout, tuple) else (timeout,)
+    if len(values) not in (1, 2) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values
+    ):
+        raise ConfigurationError(
+            f"token_timeout must be seconds > 0 or a (connect, read) pair of them, "
+            f"not {timeout!r}; an unbounded token request could hang every caller"
+        )
+    return timeout
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_endpoint(url: object, *, allow_insecure_http: bool = False) -> str:
+    """Validate a token endpoint URL and return it.
+
+    Raises:
+        ConfigurationError: not an absolute http(s) URL.
+        InsecureTransportError: ``http://`` to a host other than loopback,
+            without ``allow_insecure_http``.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigurationError(
+            f"token_endpoint must be a URL string such as 'https://idp.example/oauth/token', "
+            f"not {type(url).__name__ if not isinstance(url, str) else 'an empty string'}"
+        )
+    url = url.strip()
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(
+            f"token_endpoint {url!r} is not an absolute http(s) URL; "
+            "give one such as 'https://idp.example/oauth/token'"
+        )
+    if parts.username or parts.password:
+        raise ConfigurationError(
+            "token_endpoint must not carry credentials in the URL; pass client_id and client_secret"
+        )
+    if scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+        raise InsecureTransportError(
+            f"token_endpoint {url!r} uses http:// to a host that is not loopback: the client "
+            "secret would cross the network in clear text. Use https://, or pass "
+            "allow_insecure_http=True if the network is trusted."
+        )
+    return url
+
+
+def normalize_scope(scope: Scope) -> str | None:
+    """``scope`` as the space-separated string RFC 6749 §3.3 sends."""
+    if scope is None:
+        return None
+    if isinstance(scope, str):
+        items = scope.split()
+    else:
+        try:
+            items = list(scope)
+        except TypeError:
+            raise ConfigurationError(
+                f"scope must be a string or a sequence of strings, not {type(scope).__name__}"
+            ) from None
+        if not all(isinstance(s, str) for s in items):
+            raise ConfigurationError("scope must be a string or a sequence of strings")
+        items = [part for s in items for part in s.split()]
+    return " ".join(items) or None
+
+
+def _require_str(name: str, value: object, *, empty_ok: bool = False) -> str:
+    if not isinstance(value, str) or (not value and not empty_ok):
+        got = "an empty string" if value == "" else type(value).__name__
+        raise ConfigurationError(f"{name} must be a non-empty string, not {got}")
+    return value
+
+
+def _form_encode(value: str) -> str:
+    # RFC 6749 §2.3.1: client_id and client_secret are form-url-encoded before
+    # they are joined with ':' and Base64-encoded for HTTP Basic.
+    return quote_plus(value, safe="")
+
+
+class OAuth2Provider:
+    """Base for providers that POST an RFC 6749 grant to a token endpoint.
+
+    Subclasses set :attr:`grant_type` and implement :meth:`grant_params`. The
+    token request is a form-encoded POST with client authentication by HTTP
+    Basic (``client_secret_basic``, the default) or in the body
+    (``client_secret_post``), retried on connection errors, 429 and 5xx by
+    ``retry`` and bounded by ``timeout``. Redirects are not followed: the
+    request carries the client secret.
+
+    Thread-safety: one instance may be used from many threads; a
+    :class:`~alf_session.TokenManager` calls it from one at a time. After
+    ``fork()`` the child gets a fresh connection pool.
+
+    .. versionadded:: 0.1
+    """
+
+    grant_type = ""
+
+    def __init__(
+        self,
+        token_endpoint: str,
+        client_id: str,
+        client_secret: str | None,
+        *,
+        scope: Scope = None,
+        audience: str | None = None,
+        auth_method: str = "client_secret_basic",
+        extra_params: Mapping[str, str] | None = None,
+        retry: Retry | int | None = None,
+        timeout: Timeout = 10,
+        default_lifetime: float | None = 3600.0,
+        allow_insecure_http: bool = False,
+        verify: bool | str = True,
+        cert: str | tuple[str, str] | None = None,
+        proxies: Mapping[str, str] | None = None,
+    ) -> None:
+        self.token_endpoint = check_endpoint(
+            token_endpoint, allow_insecure_http=allow_insecure_http
+        )
+        self.client_id = _require_str("client_id", client_id)
+        if client_secret is not None:
+            _require_str("client_secret", client_secret, empty_ok=True)
+        self._client_secret = client_secret
+        if auth_method not in _AUTH_METHODS:
+            raise ConfigurationError(
+                f"auth_method must be one of {', '.join(_AUTH_METHODS)}, not {auth_method!r}"
+            )
+        self.auth_method = auth_method
+        self.scope = normalize_scope(scope)
+        if audience is not None:
+            _require_str("audience", audience)
+        self.audience = audience
+        self.extra_params = dict(extra_params or {})
+        for key, value in self.extra_params.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise ConfigurationError("extra_params must map strings to strings")
+        self.retry = _coerce_retry(retry)
+        self.timeout = _check_timeout(timeout)
+        if default_lifetime is not None and not default_lifetime > 0:
+            raise ConfigurationError(f"default_lifetime must be > 0 or None, not {default_lifetime!r}")
+        self.default_lifetime = default_lifetime
+        self.verify = verify
+        self.cert = cert
+        self.proxies = dict(proxies) if proxies else None
+        self._session = self._new_session()
+
+    # -- identity ----------------------------------------------------------
+
+    @property
+    def cache_key(self) -> str:
+        """A stable name for this credential, hashed into storage keys.
+
+        Made of the token endpoint, client id, grant, scope, audience and
+        extra parameters; never of the secret.
+        """
+        ident = {
+            "endpoint": self.token_endpoint,
+            "client_id": self.client_id,
+            "grant": self.grant_type,
+            "scope": self.scope,
+            "audience": self.audience,
+            "params": sorted(self.extra_params.items()),
+            **self._identity(),
+        }
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+    def _identity(self) -> dict[str, object]:
+        return {}
+
+    def __repr__(self) -> str:
+        fields = [f"token_endpoint={self.token_endpoint!r}", f"client_id={self.client_id!r}"]
+        if self.scope:
+            fields.append(f"scope={self.scope!r}")
+        if self.audience:
+            fields.append(f"audience={self.audience!r}")
+        fields.append(f"auth_method={self.auth_method!r}")
+        return f"{type(self).__name__}({', '.join(fields)})"
+
+    # -- the grant ---------------------------------------------------------
+
+    def grant_params(self) -> dict[str, str]:
+        """The grant's form parameters, beyond ``grant_type`` and client auth."""
+        raise NotImplementedError
+
+    def fetch_token(self) -> Token:
+        """Request a new token with this provider's grant.
+
+        Raises:
+            TokenError: the token could not be obtained; see its subclasses.
+        """
+        data = {"grant_type": self.grant_type, **self.grant_params()}
+        return self._request(data)
+
+    def refresh(self, token: Token) -> Token:
+        """Renew ``token`` with its refresh token (RFC 6749 §6).
+
+        The new token keeps the old refresh token when the server sends none.
+
+        Raises:
+            ValueError: ``token`` has no refresh token.
+            TokenError: the refresh failed; an :class:`OAuthError` (such as
+                ``invalid_grant``) means the refresh token is no longer good.
+        """
+        if not token.refresh_token:
+            raise ValueError("token has no refresh_token")
+        data = {"grant_type": "refresh_token", "refresh_token": token.refresh_token}
+        if self.scope:
+            data["scope"] = self.scope
+        new = self._request(data, refresh_token=token.refresh_token)
+        if new.refresh_token is None:
+            new = Token(
+                new.access_token,
+                new.token_type,
+                expires_at=new.expires_at,
+                refresh_token=token.refresh_token,
+                scope=new.scope,
+                extra=new.extra,
+                issued_at=new.issued_at,
+            )
+        return new
+
+    # -- the wire ----------------------------------------------------------
+
+    def _common_params(self) -> dict[str, str]:
+        data: dict[str, str] = {}
+        if self.scope:
+            data["scope"] = self.scope
+        if self.audience:
+            data["audience"] = self.audience
+        data.update(self.extra_params)
+        return data
+
+    def _secrets(self, extra: Iterable[str | None] = ()) -> list[str]:
+        found = [self._client_secret, *extra]
+        return [s for s in found if s and len(s) >= 3]
+
+    def _redact(self, text: str, extra: Iterable[str | None] = ()) -> str:
+        for secret in self._secrets(extra):
+            for form in {secret, _form_encode(secret)}:
+                text = text.replace(form, "***")
+        return text
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        adapter = HTTPAdapter(max_retries=self.retry)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    def _after_fork(self) -> None:
+        # The parent's pooled sockets must not be shared with it. Drop them
+        # without closing: closing a TLS socket here could disturb the parent.
+        self._session = self._new_session()
+
+    def _request(self, data: dict[str, str], *, refresh_token: str | None = None) -> Token:
+        url = self.token_endpoint
+        headers = {"Accept": "application/json"}
+        if self._client_secret is None or self.auth_method == "client_secret_post":
+            data["client_id"] = self.client_id
+            if self._client_secret is not None:
+                data["client_secret"] = self._client_secret
+        else:
+            pair = f"{_form_encode(self.client_id)}:{_form_encode(self._client_secret)}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+        secrets = [refresh_token, data.get("password")]
+        try:
+            response = self._session.post(
+                url,
+                data=data,
+                headers=headers,
+                auth=_no_auth,
+                timeout=self.timeout,
+                allow_redirects=False,
+                stream=True,
+                verify=self.verify,
+                cert=self.cert,
+                proxies=self.proxies,
+            )
+        except requests.Timeout as exc:
+            raise TokenRequestError(
+                f"token endpoint {url} did not answer within {self._timeout_text()}; "
+                "check that it is up, or raise token_timeout"
+            ) from exc
+        except requests.RequestException as exc:
+            reason = self._redact(_root_cause(exc), secrets)
+            raise TokenRequestError(
+                f"could not reach token endpoint {url}: {reason}"
+            ) from exc
+        try:
+            body = _read_limited(response)
+        except requests.RequestException as exc:
+            raise TokenRequestError(
+                f"token endpoint {url} broke off its answer: {type(exc).__name__}",
+                response=response,
+            ) from exc
+        finally:
+            response.close()
+        if body is None:
+            raise TokenHTTPError(
+                f"token endpoint {url} answered HTTP {response.status_code} with a body "
+                f"over {_MAX_BODY // 1024} KiB; that is not a token response",
+                response=response,
+            )
+        return self._parse(response, body, secrets)
+
+    def _parse(
+        self, response: requests.Response, body: bytes, secrets: list[str | None]
+    ) -> Token:
+        url = self.token_endpoint
+        status = response.status_code
+        ctype = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        payload = _decode_body(body, ctype)
+        # The OAuth error body is judged before the status: a 400 with
+        # {"error": "invalid_scope"} is InvalidScope, not an HTTP error, and a
+        # 200 carrying "error" is an error too (golang/oauth2 does the same).
+        if isinstance(payload, Mapping) and isinstance(payload.get("error"), str):
+            raise self._oauth_error(response, payload, secrets)
+        if not 200 <= status < 300:
+            if 300 <= status < 400:
+                where = response.headers.get("Location", "?")
+                detail = f"a redirect to {where!r}, which is not followed because the request " \
+                    "carries the client secret; configure the final token URL"
+            else:
+                detail = _describe_body(body, ctype, self._redact, secrets)
+            raise TokenHTTPError(
+                f"token endpoint {url} answered HTTP {status} {response.reason or ''}".rstrip()
+                + f": {detail}",
+                response=response,
+            )
+        if payload is None:
+            # A 2xx body is never quoted: whatever it is, it might hold a token.
+            kind = "an empty body" if not body.strip() else (
+                f"{len(body)} bytes of {ctype or 'unlabelled content'} that are not JSON"
+            )
+            raise InvalidTokenResponse(
+                f"token endpoint {url} answered HTTP {status} with {kind}; "
+                "expected a JSON token response (is the URL the token endpoint?)",
+                response=response,
+            )
+        try:
+            return Token.from_response(payload, default_lifetime=self.default_lifetime)
+        except InvalidTokenResponse as exc:
+            raise InvalidTokenResponse(
+                f"token endpoint {url}: {exc}", response=response
+            ) from None
+
+    def _oauth_error(
+        self, response: requests.Response, payload: Mapping[str, Any], secrets: list[str | None]
+    ) -> OAuthError:
+        code = str(payload["error"])[:100]
+        description = payload.get("error_description")
+        uri = payload.get("error_uri")
+        description = (
+            self._redact(str(description), secrets)[:_QUOTE] if description is not None else None
+        )
+        uri = str(uri)[:_QUOTE] if uri is not None else None
+        cls = OAUTH_ERRORS.get(code, OAuthError)
+        message = f"{self.token_endpoint} refused the token request: {self._redact(code, secrets)}"
+        if description:
+            message += f" ({description})"
+        if cls.hint:
+            message += f". {cls.hint}"
+        return cls(
+            message,
+            error=code,
+            error_description=description,
+            error_uri=uri,
+            response=response,
+        )
+
+    def _timeout_text(self) -> str:
+        t = self.timeout
+        return f"{t[0]:g}s to connect and {t[1]:g}s to read" if isinstance(t, tuple) else f"{t:g}s"
+
+
+class ClientCredentials(OAuth2Provider):
+    """The client credentials grant (RFC 6749 §4.4): a service's own token.
+
+    Args:
+        token_endpoint: The token URL; ``https://``, or ``http://`` on loopback.
+        client_id: The client's id.
+        client_secret: The client's secret. Kept out of every log, repr and
+            message, never stored.
+        scope: A space-separated string or a sequence of strings.
+        audience: The ``audience`` parameter (Auth0 and others).
+        auth_method: ``"client_secret_basic"`` (HTTP Basic, the default) or
+            ``"client_secret_post"`` (in the form body).
+        extra_params: More form parameters, such as Azure's ``resource``.
+        retry: A urllib3 ``Retry`` or an int for the token request; default
+            :func:`default_retry`. POST is always allowed to retry.
+        timeout: Seconds, or a (connect, read) pair, for each attempt.
+        default_lifetime: Lifetime assumed when the response gives neither
+            ``expires_in`` nor a JWT ``exp``; ``None`` for unknown.
+        allow_insecure_http: Allow ``http://`` to a host that is not loopback.
+        verify: TLS verification, as in requests (a bool or a CA bundle path);
+            ``REQUESTS_CA_BUNDLE`` is honoured.
+        cert: A client certificate, as in requests.
+        proxies: Proxies for the token request, as in requests.
+
+    Raises:
+        ConfigurationError: an argument is missing or wrong.
+        InsecureTransportError: the endpoint is plain http to a remote host.
+
+    .. versionadded:: 0.1
+    """
+
+    grant_type = "client_credentials"
+
+    def __init__(
+        self,
+        token_endpoint: str,
+        client_id: str,
+        client_secret: str | None,
+        **options: Any,
+    ) -> None:
+        super().__init__(token_endpoint, client_id, client_secret, **options)
+
+    def grant_params(self) -> dict[str, str]:
+        return self._common_params()
+
+
+class PasswordCredentials(OAuth2Provider):
+    """The resource owner password grant (RFC 6749 §4.3).
+
+    Takes the arguments of :class:`ClientCredentials` plus ``username`` and
+    ``password``. The password is kept out of every log, repr and message.
+    Tokens for different users never share a storage key. When the server
+    returns a refresh token, renewal uses it before sending the password again.
+
+    .. versionadded:: 0.1
+    """
+
+    grant_type = "password"
+
+    def __init__(
+        self,
+        token_endpoint: str,
+        client_id: str,
+        client_secret: str | None,
+        username: str,
+        password: str,
+        **options: Any,
+    ) -> None:
+        super().__init__(token_endpoint, client_id, client_secret, **options)
+        self.username = _require_str("username", username)
+        self._password = _require_str("password", password, empty_ok=True)
+
+    def _identity(self) -> dict[str, object]:
+        return {"username": self.username}
+
+    def _secrets(self, extra: Iterable[str | None] = ()) -> list[str]:
+        return super()._secrets([*extra, self._password])
+
+    def grant_params(self) -> dict[str, str]:
+        return {"username": self.username, "password": self._password, **self._common_params()}
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + f", username={self.username!r})"
+
+
+class CallableProvider:
+    """Wraps a callable as a provider.
+
+    The callable takes no argument and returns a :class:`~alf_session.Token`,
+    a token response mapping (``{"access_token": …, "expires_in": …}``) or a
+    bare access token string (given ``default_lifetime``).
+
+    Args:
+        func: The callable.
+        cache_key: A name for the credential, to share its token through
+            storage; ``None`` keeps it in the process.
+        default_lifetime: Lifetime of a token whose expiry is unknown.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        func: Callable[[], Token | Mapping[str, Any] | str],
+        *,
+        cache_key: str | None = None,
+        default_lifetime: float | None = 3600.0,
+    ) -> None:
+        if not callable(func):
+            raise ConfigurationError(f"provider must be callable, not {type(func).__name__}")
+        self.func = func
+        self.cache_key = cache_key
+        self.default_lifetime = default_lifetime
+
+    def __repr__(self) -> str:
+        name = getattr(self.func, "__qualname__", type(self.func).__name__)
+        return f"CallableProvider({name})"
+
+    def fetch_token(self) -> Token:
+        result = self.func()
+        if isinstance(result, Token):
+            return result
+        if isinstance(result, str):
+            result = {"access_token": result}
+        if isinstance(result, Mapping):
+            return Token.from_response(result, default_lifetime=self.default_lifetime)
+        raise InvalidTokenResponse(
+            f"{self!r} returned a {type(result).__name__}; "
+            "return a Token, a token response mapping or an access token string"
+        )
+
+
+def as_provider(provider: object) -> TokenProvider:
+    """``provider`` as a :class:`TokenProvider`: objects with ``fetch_token``
+    are used as they are, callables are wrapped in :class:`CallableProvider`.
+
+    Raises:
+        ConfigurationError: ``provider`` is neither.
+    """
+    if callable(getattr(provider, "fetch_token", None)):
+        return provider  # type: ignore[return-value]  # structurally a TokenProvider
+    if callable(provider):
+        return CallableProvider(provider)  # type: ignore[arg-type]  # checked at call time
+    raise ConfigurationError(
+        f"provider must have a fetch_token() method or be callable; got {type(provider).__name__}"
+    )
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def _read_limited(response: requests.Response) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(64 * 1024):
+        size += len(chunk)
+        if size > _MAX_BODY:
+            return None
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    response._content = body  # so that exc.response.content works for callers
+    return body
+
+
+def _decode_body(body: bytes, ctype: str) -> object:
+    """The body as JSON, or as a form (some servers, GitHub among them, answer
+    ``application/x-www-form-urlencoded``); ``None`` when it is neither."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        pass
+    if ctype in ("application/x-www-form-urlencoded", "text/plain") and "=" in text:
+        try:
+            return dict(parse_qsl(text.strip(), strict_parsing=True))
+        except ValueError:
+            return None
+    return None
+
+
+_SPACES = re.compile(r"\s+")
+
+
+def _describe_body(
+    body: bytes, ctype: str, redact: Callable[[str, Iterable[str | None]], str],
+    secrets: list[str | None],
+) -> str:
+    text = body.decode("utf-8", errors="replace").strip()
+    if not text:
+        return "empty body"
+    if "html" in ctype or text[:15].lower().startswith(("<!doctype", "<html")):
+        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
+        found = f" titled {_SPACES.sub(' ', title.group(1)).strip()[:80]!r}" if title else ""
+        return f"an HTML page{found}"
+    text = _SPACES.sub(" ", redact(text, secrets))
+    return repr(text[:_QUOTE] + ("…" if len(text) > _QUOTE else ""))
+
+
+def _root_cause(exc: BaseException) -> str:
+    """A short reason for a transport failure ("Connection refused")."""
+    seen = exc
+    while True:
+        nxt = seen.__cause__ or seen.__context__
+        if nxt is None or nxt is seen:
+            break
+        seen = nxt
+    for arg in getattr(exc, "args", ()):
+        reason = getattr(arg, "reason", None)
+        if reason is not None:
+            seen = reason
+    text = str(seen)
+    text = re.sub(r"<[^>]*object at 0x[0-9a-f]+>:?\s*", "", text)
+    return (text or type(seen).__name__)[:_QUOTE]
+
+
+def _wrap_error(exc: Exception, provider: object) -> TokenError:
+    """A provider's unexpected exception as a TokenError (message: type only,
+    since a custom provider's own message may contain anything)."""
+    return TokenError(f"{provider!r} failed with {type(exc).__name__}; see the chained exception")

@@ -1,0 +1,196 @@
+"""The :class:`TokenSession`: a ``requests.Session`` that carries its own token."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import requests
+from requests import PreparedRequest, Request, Response
+
+from . import _flow
+from .errors import ConfigurationError
+from .manager import TokenManager
+from .providers import ClientCredentials, Scope, Timeout
+
+__all__ = ["TokenSession"]
+
+log = logging.getLogger(__name__)
+
+
+def _skip_netrc(request: PreparedRequest) -> PreparedRequest:
+    # Stands in for auth while requests prepares the request: an auth that is
+    # set stops requests from reading ~/.netrc on every request (its cost is
+    # larger than all of our token logic) and from putting netrc credentials
+    # where the token belongs.
+    return request
+
+
+class TokenSession(requests.Session):
+    """A :class:`requests.Session` that gets, caches, renews and sends a bearer token.
+
+    Every request to an allowed host carries ``Authorization: Bearer …``; a
+    401 answer invalidates that token and sends the request once more with a
+    new one. Everything else is :class:`requests.Session` as you know it:
+    mounts, hooks, proxies, ``verify``, ``with``.
+
+    Args:
+        token_endpoint: The token URL (``https://``, or ``http://`` on loopback).
+        client_id: The client's id.
+        client_secret: The client's secret (never logged, shown or stored).
+        scope: ``"read write"`` or ``["read", "write"]``.
+        audience: The ``audience`` parameter (Auth0 and others).
+        token_storage: Where the token is shared between processes: a
+            :class:`~alf_session.TokenStorage` or any object with ``get`` and
+            ``set`` (redis, pymemcache, a Django cache, …). Default: this
+            process's memory.
+        token_retry: A urllib3 ``Retry`` or an int for the token request;
+            default: 3 retries with backoff on connection errors, 429 and 5xx.
+        token_timeout: Seconds (or ``(connect, read)``) for the token request.
+        auth_method: ``"client_secret_basic"`` or ``"client_secret_post"``.
+        token_manager: A :class:`~alf_session.TokenManager` to use instead of
+            the credentials above (to share one between sessions, or for
+            another grant).
+        token_hosts: Host names (``"api.example.com"``, or
+            ``"localhost:8080"`` with a port) the token may be sent to,
+            case-insensitive. ``None``: every host.
+        extra_params: More form parameters for the token request.
+        allow_insecure_http: Allow a plain-http token endpoint that is not loopback.
+        manager_options: Passed on to :class:`~alf_session.TokenManager`
+            (``leeway``, ``refresh_ahead``, ``failure_ttl``, ``clock``, …).
+
+    Raises:
+        ConfigurationError: the arguments don't describe one credential.
+
+    Thread-safety: as :class:`requests.Session`; the token machinery itself
+    is thread-safe and fork-safe.
+
+    .. versionadded:: 0.1
+    """
+
+    __attrs__ = [*requests.Session.__attrs__, "token_manager", "token_hosts"]
+
+    def __init__(
+        self,
+        token_endpoint: str | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        *,
+        scope: Scope = None,
+        audience: str | None = None,
+        token_storage: Any = None,
+        token_retry: Any = None,
+        token_timeout: Timeout = 10,
+        auth_method: str = "client_secret_basic",
+        token_manager: TokenManager | None = None,
+        token_hosts: Iterable[str] | str | None = None,
+        extra_params: Mapping[str, str] | None = None,
+        allow_insecure_http: bool = False,
+        **manager_options: Any,
+    ) -> None:
+        super().__init__()
+        if token_manager is not None:
+            given = [
+                name
+                for name, value in (
+                    ("token_endpoint", token_endpoint),
+                    ("client_id", client_id),
+                    ("client_secret", client_secret),
+                    ("scope", scope),
+                    ("audience", audience),
+                    ("token_storage", token_storage),
+                    ("token_retry", token_retry),
+                    ("extra_params", extra_params),
+                )
+                if value is not None
+            ]
+            if given or manager_options:
+                raise ConfigurationError(
+                    "pass either token_manager or the credentials, not both; "
+                    f"got token_manager and {', '.join(given + list(manager_options))}"
+                )
+            if not isinstance(token_manager, TokenManager):
+                raise ConfigurationError(
+                    f"token_manager must be a TokenManager, not {type(token_manager).__name__}"
+                )
+            self.token_manager = token_manager
+        else:
+            missing = [
+                name
+                for name, value in (("token_endpoint", token_endpoint), ("client_id", client_id))
+                if value is None
+            ]
+            if missing:
+                raise ConfigurationError(
+                    f"TokenSession needs {' and '.join(missing)} (with client_secret), "
+                    "or token_manager=TokenManager(...)"
+                )
+            provider = ClientCredentials(
+                token_endpoint,  # type: ignore[arg-type]  # checked above
+                client_id,  # type: ignore[arg-type]
+                client_secret,
+                scope=scope,
+                audience=audience,
+                auth_method=auth_method,
+                extra_params=extra_params,
+                retry=token_retry,
+                timeout=token_timeout,
+                allow_insecure_http=allow_insecure_http,
+            )
+            self.token_manager = TokenManager(provider, token_storage, **manager_options)
+        self.token_hosts = _flow.normalize_hosts(token_hosts)
+
+    def __repr__(self) -> str:
+        return f"<TokenSession {self.token_manager!r}>"
+
+    def prepare_request(self, request: Request) -> PreparedRequest:
+        """Prepare as :class:`requests.Session` does, then add the token.
+
+        The token goes on requests to allowed hosts that have no
+        ``Authorization`` header yet: a header (or ``auth``) the caller set
+        wins. ``self.headers`` is never written to; it is shared by all threads.
+
+        Raises:
+            TokenError: no token could be obtained; nothing is sent.
+        """
+        hosts = self.token_hosts
+        ours = request.auth is None and self.auth is None
+        if ours and (hosts is None or _flow.host_allowed(request.url, hosts)):
+            request.auth = _skip_netrc
+            try:
+                prepared = super().prepare_request(request)
+            finally:
+                request.auth = None
+            if "Authorization" not in prepared.headers:
+                _flow.attach(prepared, self.token_manager.get_token())
+            return prepared
+        prepared = super().prepare_request(request)
+        if (
+            "Authorization" not in prepared.headers
+            and (hosts is None or _flow.host_allowed(prepared.url, hosts))
+        ):
+            _flow.attach(prepared, self.token_manager.get_token())
+        return prepared
+
+    def send(self, request: PreparedRequest, **kwargs: Any) -> Response:  # type: ignore[override]  # requests' stub types kwargs loosely
+        """Send as :class:`requests.Session` does; on a 401 to our token,
+        invalidate that token and send once more with a new one.
+
+        The 401 is returned as it is when the body cannot be replayed (a
+        generator, a file without a known start) or the retry would not carry
+        our token. Redirect hops never get a token added here: requests drops
+        the header on a change of host and it stays dropped.
+        """
+        response = super().send(request, **kwargs)
+        token = _flow.sent_token(response, request)
+        if token is None:
+            return response
+        if not _flow.replayable(request):
+            log.info("API answered 401; body cannot be replayed, so not retrying")
+            return response
+        retry = _flow.retry_request(request, self.token_manager._replace_refused(token))
+        _flow.drain(response)
+        final = super().send(retry, **kwargs)
+        final.history.insert(0, response)
+        return final

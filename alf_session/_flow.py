@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 # The Token attached to a PreparedRequest by us; copies made by requests for
 # redirect hops do not carry it, which is what keeps a token off such hops.
-TOKEN_ATTR = "_alf_session_token"
+TOKEN_ATTR = "_alf_session_token"  # noqa: S105 - an attribute name
 # Set on the PreparedRequest of a retry, so that it is never retried again.
 RETRIED_ATTR = "_alf_session_retried"
 

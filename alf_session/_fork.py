@@ -21,7 +21,7 @@ class _ForkAware(Protocol):
     def _after_fork(self) -> None: ...
 
 
-_live: weakref.WeakSet[_ForkAware] = weakref.WeakSet()  # type: ignore[type-var]  # Protocols are weak-referenceable here
+_live: weakref.WeakSet[_ForkAware] = weakref.WeakSet()
 
 
 def register(obj: _ForkAware) -> None:
@@ -33,7 +33,7 @@ def _after_fork_in_child() -> None:
     for obj in list(_live):
         try:
             obj._after_fork()
-        except Exception:  # a hook must not break the child  # noqa: BLE001
+        except Exception:  # a hook must not break the child
             log.debug("after-fork reset of %s failed", type(obj).__name__, exc_info=True)
 
 

@@ -68,7 +68,8 @@ class _Base:
 
     @property
     def port(self) -> int:
-        assert self._httpd is not None, "server not started"
+        if self._httpd is None:
+            raise RuntimeError("server not started; call start() first")
         return int(self._httpd.server_address[1])
 
     @property
@@ -87,7 +88,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "alf-session-test"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: tests read counts, not access logs
 
     def _body(self) -> bytes:
@@ -254,7 +255,10 @@ class TokenServer(_Base):
             except ValueError:
                 return 400, {"error": "invalid_request", "error_description": "bad Basic header"}
         if client_id != self.client_id or secret != self.client_secret:
-            return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
+            return 401, {
+                "error": "invalid_client",
+                "error_description": "Client authentication failed",
+            }
         grant = form.get("grant_type")
         subject = client_id
         if grant == "password":
@@ -327,12 +331,17 @@ class APIServer(_Base):
                     self._send(
                         401,
                         {"error": "invalid_token", "error_description": reason},
-                        {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{reason}"'},
+                        {"WWW-Authenticate": f'Bearer error="invalid_token", error="{reason}"'},
                     )
                     return
                 self._send(
                     200,
-                    {"ok": True, "path": url.path, "method": self.command, "body_length": len(body)},
+                    {
+                        "ok": True,
+                        "path": url.path,
+                        "method": self.command,
+                        "body_length": len(body),
+                    },
                 )
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle

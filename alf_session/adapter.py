@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from requests import PreparedRequest, Response
@@ -57,6 +57,12 @@ class TokenAdapter(HTTPAdapter):
     .. versionadded:: 0.1
     """
 
+    __attrs__ = [  # noqa: RUF012 - HTTPAdapter declares it a plain list
+        *HTTPAdapter.__attrs__,
+        "manager",
+        "token_hosts",
+    ]
+
     def __init__(
         self,
         manager: TokenManager,
@@ -68,18 +74,7 @@ class TokenAdapter(HTTPAdapter):
         self.token_hosts = _flow.normalize_hosts(token_hosts)
         super().__init__(**kwargs)
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state["manager"] = self.manager
-        state["token_hosts"] = self.token_hosts
-        return state
-
-    def __setstate__(self, state: Mapping[str, Any]) -> None:
-        self.manager = state["manager"]
-        self.token_hosts = state["token_hosts"]
-        super().__setstate__({k: v for k, v in state.items() if k in self.__attrs__})
-
-    def send(self, request: PreparedRequest, *args: Any, **kwargs: Any) -> Response:  # type: ignore[override]  # same signature, loosely typed
+    def send(self, request: PreparedRequest, *args: Any, **kwargs: Any) -> Response:
         token = None
         if "Authorization" not in request.headers:
             hooks = request.hooks.get("response", [])
@@ -89,7 +84,7 @@ class TokenAdapter(HTTPAdapter):
             ):
                 token = self.manager.get_token()
                 _flow.attach(request, token)
-                request.register_hook("response", _MARK)
+                request.register_hook("response", _MARK)  # type: ignore[no-untyped-call]  # untyped in requests
         response = super().send(request, *args, **kwargs)
         if token is None or _flow.sent_token(response, request) is None:
             return response

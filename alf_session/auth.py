@@ -58,7 +58,7 @@ class BearerAuth(AuthBase):
     def __call__(self, request: PreparedRequest) -> PreparedRequest:
         if self.token_hosts is None or _flow.host_allowed(request.url, self.token_hosts):
             _flow.attach(request, self.manager.get_token())
-            request.register_hook("response", self._on_response)
+            request.register_hook("response", self._on_response)  # type: ignore[no-untyped-call]  # untyped in requests
         return request
 
     def _on_response(self, response: Response, **kwargs: Any) -> Response:
@@ -68,8 +68,10 @@ class BearerAuth(AuthBase):
             return response
         retry = _flow.retry_request(request, self.manager._replace_refused(token))
         # As requests' digest auth does: keep cookies the 401 set.
-        extract_cookies_to_jar(retry._cookies, request, response.raw)  # type: ignore[arg-type]  # _cookies is a jar here
-        retry.prepare_cookies(retry._cookies)  # type: ignore[arg-type]
+        jar = getattr(retry, "_cookies", None)
+        if jar is not None:
+            extract_cookies_to_jar(jar, request, response.raw)  # type: ignore[no-untyped-call]  # untyped in requests
+            retry.prepare_cookies(jar)
         _flow.drain(response)
         final: Response = response.connection.send(retry, **kwargs)
         final.history.append(response)

@@ -6,12 +6,12 @@ from the token machinery (no bare ``KeyError``, ``ValueError`` or
 
     TokenError                      base; .response when there was one
     ├── ConfigurationError          bad arguments (also a ValueError)
-    │   └── InsecureTransportError  token endpoint not https:// (nor loopback http://)
+    │   └── InsecureTransportError  token endpoint neither https:// nor loopback http://
     ├── TokenRequestError           the token endpoint could not be reached (connect, timeout)
     ├── TokenHTTPError              the token endpoint answered with a non-OAuth HTTP error
     ├── InvalidTokenResponse        a 2xx answer that is not a usable token
     ├── TokenTimeout                waited too long for another thread's or process's fetch
-    └── OAuthError                  RFC 6749 §5.2 error response; .error, .error_description, .error_uri
+    └── OAuthError                  RFC 6749 §5.2 error: .error, .error_description, .error_uri
         ├── InvalidRequest
         ├── InvalidClient
         ├── InvalidGrant

@@ -21,6 +21,7 @@ seconds, and carries on with its memory and the token endpoint.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -156,7 +157,7 @@ class TokenManager:
                 f"or None; got {refresh_ahead!r}"
             )
         _check_number("refresh_jitter", refresh_jitter, minimum=0, maximum=0.5)
-        for name, value in (
+        for option, value in (
             ("failure_ttl", failure_ttl),
             ("max_wait", max_wait),
             ("lock_ttl", lock_ttl),
@@ -164,7 +165,7 @@ class TokenManager:
             ("storage_timeout", storage_timeout),
             ("storage_retry_interval", storage_retry_interval),
         ):
-            _check_number(name, value, minimum=0)
+            _check_number(option, value, minimum=0)
         if not callable(clock):
             raise ConfigurationError("clock must be a callable returning UNIX seconds")
         self.leeway = float(leeway)
@@ -178,7 +179,7 @@ class TokenManager:
         self.storage_retry_interval = float(storage_retry_interval)
         self._clock = clock
 
-        name = key if key is not None else getattr(self.provider, "cache_key", None)
+        name: object = key if key is not None else getattr(self.provider, "cache_key", None)
         if self.storage is not None:
             if not isinstance(name, str) or not name:
                 raise ConfigurationError(
@@ -428,7 +429,7 @@ class TokenManager:
                 # Someone may have stored a token between our read and the lock.
                 shared = self._load()
                 if self._acceptable(shared, current, background):
-                    self._storage_call(lambda: storage.release_lock(key, owner))
+                    self._storage_call(functools.partial(storage.release_lock, key, owner))
                     return None, shared
                 return owner, None
             if time.monotonic() + pause > deadline:
@@ -470,7 +471,9 @@ class TokenManager:
                 return token
         token = self._call_provider(provider.fetch_token)
         self._count(0)
-        expires = "unknown" if token.expires_at is None else f"{token.expires_at - self._clock():.0f}s"
+        expires = (
+            "unknown" if token.expires_at is None else f"{token.expires_at - self._clock():.0f}s"
+        )
         log.info("fetched token %s for %r; expires in %s", token.fingerprint, provider, expires)
         return token
 

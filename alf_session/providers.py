@@ -19,7 +19,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, quote_plus, urlsplit
 
 import requests
@@ -53,9 +53,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: What ``scope`` accepts: a space-separated string or a sequence of strings.
-Scope = Union[str, Iterable[str], None]
+Scope = str | Iterable[str] | None
 #: What ``timeout`` accepts: seconds, or a (connect, read) pair.
-Timeout = Union[float, tuple[float, float]]
+Timeout = float | tuple[float, float]
 
 # A token response larger than this is not a token response (a misrouted
 # download, an HTML error page of a proxy); reading stops here.
@@ -283,7 +283,9 @@ class OAuth2Provider:
         self.retry = _coerce_retry(retry)
         self.timeout = _check_timeout(timeout)
         if default_lifetime is not None and not default_lifetime > 0:
-            raise ConfigurationError(f"default_lifetime must be > 0 or None, not {default_lifetime!r}")
+            raise ConfigurationError(
+                f"default_lifetime must be > 0 or None, not {default_lifetime!r}"
+            )
         self.default_lifetime = default_lifetime
         self.verify = verify
         self.cert = cert
@@ -429,9 +431,7 @@ class OAuth2Provider:
             ) from exc
         except requests.RequestException as exc:
             reason = self._redact(_root_cause(exc), secrets)
-            raise TokenRequestError(
-                f"could not reach token endpoint {url}: {reason}"
-            ) from exc
+            raise TokenRequestError(f"could not reach token endpoint {url}: {reason}") from exc
         try:
             body = _read_limited(response)
         except requests.RequestException as exc:
@@ -449,9 +449,7 @@ class OAuth2Provider:
             )
         return self._parse(response, body, secrets)
 
-    def _parse(
-        self, response: requests.Response, body: bytes, secrets: list[str | None]
-    ) -> Token:
+    def _parse(self, response: requests.Response, body: bytes, secrets: list[str | None]) -> Token:
         url = self.token_endpoint
         status = response.status_code
         ctype = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -464,8 +462,10 @@ class OAuth2Provider:
         if not 200 <= status < 300:
             if 300 <= status < 400:
                 where = response.headers.get("Location", "?")
-                detail = f"a redirect to {where!r}, which is not followed because the request " \
+                detail = (
+                    f"a redirect to {where!r}, which is not followed because the request "
                     "carries the client secret; configure the final token URL"
+                )
             else:
                 detail = _describe_body(body, ctype, self._redact, secrets)
             raise TokenHTTPError(
@@ -475,8 +475,10 @@ class OAuth2Provider:
             )
         if payload is None:
             # A 2xx body is never quoted: whatever it is, it might hold a token.
-            kind = "an empty body" if not body.strip() else (
-                f"{len(body)} bytes of {ctype or 'unlabelled content'} that are not JSON"
+            kind = (
+                "an empty body"
+                if not body.strip()
+                else (f"{len(body)} bytes of {ctype or 'unlabelled content'} that are not JSON")
             )
             raise InvalidTokenResponse(
                 f"token endpoint {url} answered HTTP {status} with {kind}; "
@@ -486,9 +488,7 @@ class OAuth2Provider:
         try:
             return Token.from_response(payload, default_lifetime=self.default_lifetime)
         except InvalidTokenResponse as exc:
-            raise InvalidTokenResponse(
-                f"token endpoint {url}: {exc}", response=response
-            ) from None
+            raise InvalidTokenResponse(f"token endpoint {url}: {exc}", response=response) from None
 
     def _oauth_error(
         self, response: requests.Response, payload: Mapping[str, Any], secrets: list[str | None]
@@ -661,7 +661,7 @@ def as_provider(provider: object) -> TokenProvider:
     if callable(getattr(provider, "fetch_token", None)):
         return provider  # type: ignore[return-value]  # structurally a TokenProvider
     if callable(provider):
-        return CallableProvider(provider)  # type: ignore[arg-type]  # checked at call time
+        return CallableProvider(provider)
     raise ConfigurationError(
         f"provider must have a fetch_token() method or be callable; got {type(provider).__name__}"
     )
@@ -706,7 +706,9 @@ _SPACES = re.compile(r"\s+")
 
 
 def _describe_body(
-    body: bytes, ctype: str, redact: Callable[[str, Iterable[str | None]], str],
+    body: bytes,
+    ctype: str,
+    redact: Callable[[str, Iterable[str | None]], str],
     secrets: list[str | None],
 ) -> str:
     text = body.decode("utf-8", errors="replace").strip()

@@ -69,7 +69,11 @@ class TokenSession(requests.Session):
     .. versionadded:: 0.1
     """
 
-    __attrs__ = [*requests.Session.__attrs__, "token_manager", "token_hosts"]
+    __attrs__ = [  # noqa: RUF012 - requests.Session declares it a plain list
+        *requests.Session.__attrs__,
+        "token_manager",
+        "token_hosts",
+    ]
 
     def __init__(
         self,
@@ -166,14 +170,13 @@ class TokenSession(requests.Session):
                 _flow.attach(prepared, self.token_manager.get_token())
             return prepared
         prepared = super().prepare_request(request)
-        if (
-            "Authorization" not in prepared.headers
-            and (hosts is None or _flow.host_allowed(prepared.url, hosts))
+        if "Authorization" not in prepared.headers and (
+            hosts is None or _flow.host_allowed(prepared.url, hosts)
         ):
             _flow.attach(prepared, self.token_manager.get_token())
         return prepared
 
-    def send(self, request: PreparedRequest, **kwargs: Any) -> Response:  # type: ignore[override]  # requests' stub types kwargs loosely
+    def send(self, request: PreparedRequest, **kwargs: Any) -> Response:
         """Send as :class:`requests.Session` does; on a 401 to our token,
         invalidate that token and send once more with a new one.
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from . import _fork
@@ -112,9 +113,11 @@ class MemoryStorage(TokenStorage):
     can_lock = True
     blocking = False
 
-    def __init__(self, *, prefix: str = DEFAULT_PREFIX, clock: object = None) -> None:
+    def __init__(
+        self, *, prefix: str = DEFAULT_PREFIX, clock: Callable[[], float] | None = None
+    ) -> None:
         super().__init__(prefix=prefix)
-        self._clock = clock if callable(clock) else time.monotonic
+        self._clock = clock or time.monotonic
         self._data: dict[str, tuple[str, float | None]] = {}
         self._locks: dict[str, tuple[str, float]] = {}
         self._mutex = threading.Lock()
@@ -125,7 +128,7 @@ class MemoryStorage(TokenStorage):
         self._locks.clear()
 
     def _now(self) -> float:
-        return float(self._clock())  # type: ignore[operator]  # checked callable in __init__
+        return self._clock()
 
     def load(self, key: str) -> str | None:
         with self._mutex:

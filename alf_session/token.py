@@ -68,7 +68,7 @@ class Token:
     def __init__(
         self,
         access_token: str,
-        token_type: str = "Bearer",
+        token_type: str = "Bearer",  # noqa: S107 - a token type, not a password
         expires_at: float | None = None,
         refresh_token: str | None = None,
         scope: str | None = None,
@@ -76,7 +76,7 @@ class Token:
         issued_at: float | None = None,
     ) -> None:
         if token_type.lower() == "bearer":
-            token_type = "Bearer"
+            token_type = "Bearer"  # noqa: S105 - RFC 6750 §1.1 spelling, not a secret
         set_ = object.__setattr__
         set_(self, "access_token", access_token)
         set_(self, "token_type", token_type)
@@ -180,7 +180,7 @@ class Token:
             )
         token_type = body.get("token_type", "Bearer")
         if token_type is None:
-            token_type = "Bearer"  # some servers send null; RFC 6750 implies Bearer
+            token_type = "Bearer"  # noqa: S105 - servers that send null mean Bearer
         if not isinstance(token_type, str) or not token_type.strip() or " " in token_type:
             raise InvalidTokenResponse("token response has an invalid 'token_type'")
         refresh_token = body.get("refresh_token")
@@ -275,11 +275,7 @@ def _token_from_state(data: dict[str, Any]) -> Token:
 def _is_time(value: object) -> bool:
     if value is None:
         return True
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _parse_expires_in(value: object) -> float | None:

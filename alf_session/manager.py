@@ -120,7 +120,8 @@ class TokenManager:
             storage is tried again.
         key: Name of the credential in storage; default: the provider's
             ``cache_key``. Required with storage for a provider without one.
-        clock: Returns the time in UNIX seconds; inject one in tests.
+        clock: Returns the time in UNIX seconds; inject one in tests. A
+            provider with a ``clock`` attribute left at its default gets it too.
 
     Thread-safety: one manager serves all threads of a process. Fork-safety:
     a forked child gets new locks and no refresher thread, and keeps the
@@ -178,6 +179,10 @@ class TokenManager:
         self.storage_timeout = float(storage_timeout)
         self.storage_retry_interval = float(storage_retry_interval)
         self._clock = clock
+        if clock is not time.time and getattr(self.provider, "clock", None) is time.time:
+            # Tokens are planned on the clock they were stamped with: a provider
+            # left on the default clock follows the one injected here.
+            self.provider.clock = clock  # type: ignore[attr-defined]  # checked just above
 
         name: object = key if key is not None else getattr(self.provider, "cache_key", None)
         if self.storage is not None:

@@ -18,6 +18,7 @@ import ipaddress
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, quote_plus, urlsplit
@@ -259,6 +260,7 @@ class OAuth2Provider:
         verify: bool | str = True,
         cert: str | tuple[str, str] | None = None,
         proxies: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.token_endpoint = check_endpoint(
             token_endpoint, allow_insecure_http=allow_insecure_http
@@ -290,6 +292,9 @@ class OAuth2Provider:
         self.verify = verify
         self.cert = cert
         self.proxies = dict(proxies) if proxies else None
+        #: Stamps ``issued_at``/``expires_at`` of the tokens it parses. A
+        #: TokenManager given a ``clock`` hands it to a provider left on this default.
+        self.clock = clock
         self._session = self._new_session()
 
     # -- identity ----------------------------------------------------------
@@ -486,7 +491,9 @@ class OAuth2Provider:
                 response=response,
             )
         try:
-            return Token.from_response(payload, default_lifetime=self.default_lifetime)
+            return Token.from_response(
+                payload, now=self.clock(), default_lifetime=self.default_lifetime
+            )
         except InvalidTokenResponse as exc:
             raise InvalidTokenResponse(f"token endpoint {url}: {exc}", response=response) from None
 
@@ -542,6 +549,7 @@ class ClientCredentials(OAuth2Provider):
             ``REQUESTS_CA_BUNDLE`` is honoured.
         cert: A client certificate, as in requests.
         proxies: Proxies for the token request, as in requests.
+        clock: Returns UNIX seconds; ``expires_in`` is counted from it.
 
     Raises:
         ConfigurationError: an argument is missing or wrong.
@@ -616,6 +624,7 @@ class CallableProvider:
         cache_key: A name for the credential, to share its token through
             storage; ``None`` keeps it in the process.
         default_lifetime: Lifetime of a token whose expiry is unknown.
+        clock: Returns UNIX seconds; ``expires_in`` is counted from it.
 
     .. versionadded:: 0.1
     """
@@ -626,12 +635,14 @@ class CallableProvider:
         *,
         cache_key: str | None = None,
         default_lifetime: float | None = 3600.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not callable(func):
             raise ConfigurationError(f"provider must be callable, not {type(func).__name__}")
         self.func = func
         self.cache_key = cache_key
         self.default_lifetime = default_lifetime
+        self.clock = clock
 
     def __repr__(self) -> str:
         name = getattr(self.func, "__qualname__", type(self.func).__name__)
@@ -644,7 +655,9 @@ class CallableProvider:
         if isinstance(result, str):
             result = {"access_token": result}
         if isinstance(result, Mapping):
-            return Token.from_response(result, default_lifetime=self.default_lifetime)
+            return Token.from_response(
+                result, now=self.clock(), default_lifetime=self.default_lifetime
+            )
         raise InvalidTokenResponse(
             f"{self!r} returned a {type(result).__name__}; "
             "return a Token, a token response mapping or an access token string"

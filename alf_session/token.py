@@ -172,8 +172,12 @@ class Token:
                 f"token response is a JSON {_json_kind(body)}, not an object"
             )
         access_token = body.get("access_token")
-        if not isinstance(access_token, str) or not access_token:
-            what = "is missing" if access_token is None else "is not a non-empty string"
+        if not isinstance(access_token, str) or not _header_safe(access_token):
+            what = (
+                "is missing"
+                if access_token is None
+                else "is not a non-empty string of visible ASCII characters"
+            )
             raise InvalidTokenResponse(
                 f"token response has no usable 'access_token' (it {what}); "
                 f"fields present: {_field_names(body)}"
@@ -181,7 +185,7 @@ class Token:
         token_type = body.get("token_type", "Bearer")
         if token_type is None:
             token_type = "Bearer"  # noqa: S105 - servers that send null mean Bearer
-        if not isinstance(token_type, str) or not token_type.strip() or " " in token_type:
+        if not isinstance(token_type, str) or not _header_safe(token_type.strip()):
             raise InvalidTokenResponse("token response has an invalid 'token_type'")
         refresh_token = body.get("refresh_token")
         if refresh_token is not None and not isinstance(refresh_token, str):
@@ -248,8 +252,9 @@ class Token:
         extra = data.get("extra") or {}
         if (
             not isinstance(access_token, str)
-            or not access_token
+            or not _header_safe(access_token)
             or not isinstance(token_type, str)
+            or not _header_safe(token_type)
             or not _is_time(expires_at)
             or not _is_time(issued_at)
             or not (refresh_token is None or isinstance(refresh_token, str))
@@ -272,10 +277,33 @@ def _token_from_state(data: dict[str, Any]) -> Token:
     return Token.from_dict(data)
 
 
+def _header_safe(text: str) -> bool:
+    """Whether ``text`` can go into an ``Authorization`` header as it is.
+
+    Visible ASCII only (RFC 6750 §2.1 is stricter still): a CR, LF or other
+    control character from a broken or hostile server must not reach a
+    request header, and a space would split the header value.
+    """
+    return bool(text) and text.isascii() and text.isprintable() and " " not in text
+
+
 def _is_time(value: object) -> bool:
-    if value is None:
-        return True
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return value is None or _as_finite(value) is not None
+
+
+def _as_finite(value: object) -> float | None:
+    """``value`` as a finite float if it is a JSON number that has one, else ``None``.
+
+    JSON integers are unbounded: ``10**400`` has no float, and ``float()`` or
+    ``math.isfinite()`` on it raise ``OverflowError``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _parse_expires_in(value: object) -> float | None:
@@ -287,7 +315,8 @@ def _parse_expires_in(value: object) -> float | None:
     if isinstance(value, bool):
         raise InvalidTokenResponse("token response has a boolean 'expires_in'")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        finite = _as_finite(value)
+        seconds = math.inf if finite is None else finite  # out of range: rejected below
     elif isinstance(value, str):
         try:
             seconds = float(value.strip())
@@ -320,10 +349,7 @@ def _jwt_exp(access_token: str) -> float | None:
         return None
     if not isinstance(claims, dict):
         return None
-    exp = claims.get("exp")
-    if isinstance(exp, bool) or not isinstance(exp, (int, float)) or not math.isfinite(exp):
-        return None
-    return float(exp)
+    return _as_finite(claims.get("exp"))
 
 
 def _json_kind(value: object) -> str:

@@ -1,0 +1,39 @@
+"""Helpers shared by the tests: the credentials of the ``token_server`` fixture
+and :class:`FakeClock`. Fixtures live in ``conftest.py``."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+#: Credentials of the ``token_server`` fixture. The secret has characters that
+#: RFC 6749 §2.3.1 form-url-encoding changes, so Basic auth is tested for real.
+CLIENT_ID = "svc:orders api"
+CLIENT_SECRET = "s3cr+t/with:odd&chars=%20-7f1c9a2be04d"
+USERNAME = "alice"
+PASSWORD = "pa55:w0rd+alice-9d2e61"
+
+
+class FakeClock:
+    """A clock for ``TokenManager(clock=...)`` and ``TokenServer(clock=...)``.
+
+    It starts at the real time (so JWT ``exp`` claims and ``Token.expired``
+    make sense) and only moves when told to. Thread-safe.
+    """
+
+    def __init__(self, start: float | None = None) -> None:
+        self._now = time.time() if start is None else float(start)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> float:
+        """Move forward by ``seconds``; returns the new time."""
+        with self._lock:
+            self._now += seconds
+            return self._now
+
+    def __repr__(self) -> str:
+        return f"FakeClock({self._now:.3f})"

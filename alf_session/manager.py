@@ -512,6 +512,10 @@ class TokenManager:
         refresh_at = issued + lifetime * self.refresh_ahead
         if jitter and self.refresh_jitter:
             refresh_at -= random.random() * self.refresh_jitter * lifetime  # noqa: S311 - not crypto
+        if fetched:
+            # A token just fetched is not renewed at once, even if it says it
+            # was issued long ago: that would be a second request for nothing.
+            refresh_at = max(refresh_at, now + _MIN_REUSE)
         return min(refresh_at, stale_at), stale_at
 
     def _adopt(self, token: Token, *, fetched: bool) -> Token:

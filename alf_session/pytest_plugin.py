@@ -1,0 +1,115 @@
+"""pytest fixtures for testing code that uses alf-session, on loopback.
+
+Loaded automatically once alf-session is installed (a ``pytest11`` entry
+point); with ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` set, load it with
+``-p alf_session.pytest_plugin`` or ``pytest_plugins = ["alf_session.pytest_plugin"]``
+in your root ``conftest.py``.
+
+Fixtures (each test gets its own servers, so counts start at zero):
+
+``alf_token_server``
+    A running :class:`~alf_session.testing.TokenServer` on 127.0.0.1.
+    ``.token_url``, ``.client_id``, ``.client_secret``; ``.count`` (token
+    requests so far) and ``.requests`` (each one's form and headers);
+    ``.revoke()`` (every token issued so far, or one); ``.fail_next(status,
+    body, times=1)`` and ``.failure = (status, body)`` to make the endpoint
+    fail; ``.expires_in``, ``.delay`` to change how it answers.
+    Options by marker: ``@pytest.mark.alf_token_server(expires_in=2, jwt=True)``.
+``alf_token_endpoint``
+    The token URL of ``alf_token_server``.
+``alf_credentials``
+    ``{"token_endpoint", "client_id", "client_secret"}`` for it, so that
+    ``TokenSession(**alf_credentials)`` works.
+``alf_api_server``
+    A running :class:`~alf_session.testing.APIServer` that accepts only the
+    valid tokens of ``alf_token_server``: ``.base_url``, ``.calls``,
+    ``.unauthorized`` (401s sent) and ``.seen`` (each ``Authorization`` header).
+``alf_token_session``
+    A :class:`~alf_session.TokenSession` with ``alf_credentials``, closed
+    after the test.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+# alf_session itself is imported inside the fixtures, not here: pytest loads
+# plugins before coverage starts, and an import here would hide the package's
+# module-level lines from the coverage of your own test run.
+if TYPE_CHECKING:
+    from .session import TokenSession
+    from .testing import APIServer, TokenServer
+
+__all__ = [
+    "alf_api_server",
+    "alf_credentials",
+    "alf_token_endpoint",
+    "alf_token_server",
+    "alf_token_session",
+]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "alf_token_server(**options): options of the alf_token_server fixture's TokenServer "
+        "(client_id, client_secret, expires_in, users, jwt)",
+    )
+
+
+@pytest.fixture
+def alf_token_server(request: pytest.FixtureRequest) -> Iterator[TokenServer]:
+    """A running token server on 127.0.0.1, for this test only."""
+    from .testing import TokenServer
+
+    marker = request.node.get_closest_marker("alf_token_server")
+    options: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
+    server = TokenServer(**options)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def alf_token_endpoint(alf_token_server: TokenServer) -> str:
+    """The token URL of ``alf_token_server``."""
+    return alf_token_server.token_url
+
+
+@pytest.fixture
+def alf_credentials(alf_token_server: TokenServer) -> dict[str, str]:
+    """Keyword arguments of :class:`~alf_session.TokenSession` for ``alf_token_server``."""
+    return {
+        "token_endpoint": alf_token_server.token_url,
+        "client_id": alf_token_server.client_id,
+        "client_secret": alf_token_server.client_secret,
+    }
+
+
+@pytest.fixture
+def alf_api_server(alf_token_server: TokenServer) -> Iterator[APIServer]:
+    """A running API on 127.0.0.1 that accepts the valid tokens of ``alf_token_server``."""
+    from .testing import APIServer
+
+    server = APIServer(alf_token_server)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def alf_token_session(alf_credentials: dict[str, str]) -> Iterator[TokenSession]:
+    """A :class:`~alf_session.TokenSession` for ``alf_token_server``, closed afterwards."""
+    from .session import TokenSession
+
+    with TokenSession(**alf_credentials) as session:
+        yield session

@@ -107,9 +107,10 @@ def alf_api_server(alf_token_server: TokenServer) -> Iterator[APIServer]:
 
 
 @pytest.fixture
-def alf_token_session(alf_credentials: dict[str, str]) -> Iterator[TokenSession]:
+def alf_token_session(alf_token_server: TokenServer) -> Iterator[TokenSession]:
     """A :class:`~alf_session.TokenSession` for ``alf_token_server``, closed afterwards."""
     from .session import TokenSession
 
-    with TokenSession(**alf_credentials) as session:
+    server = alf_token_server
+    with TokenSession(server.token_url, server.client_id, server.client_secret) as session:
         yield session

@@ -13,7 +13,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from requests.utils import rewind_body
+from requests.auth import _basic_auth_str
+from requests.utils import get_netrc_auth, rewind_body
 
 from .errors import ConfigurationError
 
@@ -137,6 +138,25 @@ def retry_request(request: PreparedRequest, token: Token) -> PreparedRequest:
     attach(retry, token)
     setattr(retry, RETRIED_ATTR, True)
     return retry
+
+
+def origin(url: str | None) -> tuple[str, str, int | None]:
+    """``(scheme, host, port)`` of ``url``, with the scheme's default port filled in."""
+    return _origin(url or "")
+
+
+def from_netrc(url: str | None, header: str) -> bool:
+    """Whether ``header`` is what requests made of ``~/.netrc`` for ``url``.
+
+    requests puts netrc credentials on every request without ``auth`` (and
+    on every redirect hop, over the header that was there): they are not
+    the caller's choice, and the token must win over them. Only a ``Basic``
+    header is checked, so other requests never pay for reading the file.
+    """
+    if not url or not header.startswith("Basic "):
+        return False
+    credentials = get_netrc_auth(url)
+    return credentials is not None and header == _basic_auth_str(*credentials)
 
 
 def drain(response: Response) -> None:

@@ -40,6 +40,9 @@ class TokenRequest:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # Many threads connect at once in tests; the default backlog of 5 drops
+    # SYNs, and a dropped SYN costs the client a 1 s retransmission.
+    request_queue_size = 128
 
 
 class _Base:
@@ -55,7 +58,7 @@ class _Base:
         """Listen on 127.0.0.1 (``port`` 0: a free one) in a daemon thread."""
         self._httpd = _Server(("127.0.0.1", port), self._handler())
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
         self._thread.start()
 
@@ -87,11 +90,26 @@ class _Base:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "alf-session-test"
+    # Headers and body go out in two writes; with Nagle's algorithm on, the
+    # body waits for the client's delayed ACK: 40 ms per keep-alive request.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: tests read counts, not access logs
 
     def _body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            # A generator body arrives chunked; read it all, or its bytes
+            # would be taken for the next request on this connection.
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline().strip():  # trailers, then the blank line
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()  # CRLF after each chunk
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 

@@ -25,15 +25,25 @@ class _Authorized:
     header is a hop whose header requests dropped on a change of host: the
     adapter must not put the token back (a naive adapter mounted on
     ``"https://"`` does, and leaks the token to wherever the API redirects).
+    The mark remembers the origin the token went to: on a hop back to that
+    origin where requests swapped the token for ``~/.netrc`` credentials,
+    the token is put back.
     """
 
-    __slots__ = ()
+    __slots__ = ("origin",)
+
+    def __init__(self, origin: tuple[str, str, int | None]) -> None:
+        self.origin = origin
 
     def __call__(self, response: Response, **kwargs: Any) -> None:
         return None
 
 
-_MARK = _Authorized()
+def _mark_of(request: PreparedRequest) -> _Authorized | None:
+    for hook in request.hooks.get("response", ()):
+        if isinstance(hook, _Authorized):
+            return hook
+    return None
 
 
 class TokenAdapter(HTTPAdapter):
@@ -76,15 +86,26 @@ class TokenAdapter(HTTPAdapter):
 
     def send(self, request: PreparedRequest, *args: Any, **kwargs: Any) -> Response:
         token = None
-        if "Authorization" not in request.headers:
-            hooks = request.hooks.get("response", [])
-            hop_stripped = any(hook is _MARK for hook in hooks)
-            if not hop_stripped and (
+        header = request.headers.get("Authorization")
+        mark = _mark_of(request)
+        if mark is None:
+            # A header the caller set wins; one requests made of ~/.netrc does not.
+            if (header is None or _flow.from_netrc(request.url, header)) and (
                 self.token_hosts is None or _flow.host_allowed(request.url, self.token_hosts)
             ):
                 token = self.manager.get_token()
                 _flow.attach(request, token)
-                request.register_hook("response", _MARK)  # type: ignore[no-untyped-call]  # untyped in requests
+                mark = _Authorized(_flow.origin(request.url))
+                request.register_hook("response", mark)  # type: ignore[no-untyped-call]  # untyped in requests
+        elif (
+            header is not None
+            and mark.origin == _flow.origin(request.url)
+            and _flow.from_netrc(request.url, header)
+        ):
+            # A redirect hop within the origin the token went to, where
+            # requests' rebuild_auth put ~/.netrc credentials over it.
+            token = self.manager.get_token()
+            _flow.attach(request, token)
         response = super().send(request, *args, **kwargs)
         if token is None or _flow.sent_token(response, request) is None:
             return response

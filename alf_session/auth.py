@@ -30,6 +30,11 @@ class BearerAuth(AuthBase):
     there) and is not applied again on redirect hops, so the token never
     follows a redirect to another host.
 
+    On a redirect *within* the host, a session with ``trust_env`` puts
+    ``~/.netrc`` credentials for that host over any header, this one too:
+    an auth cannot prevent that. :class:`~alf_session.TokenSession` and
+    :class:`~alf_session.TokenAdapter` keep the token there.
+
     Args:
         manager: The :class:`~alf_session.TokenManager` that supplies tokens.
         token_hosts: Host names the token may be sent to; ``None``: every host.

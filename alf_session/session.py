@@ -176,6 +176,23 @@ class TokenSession(requests.Session):
             _flow.attach(prepared, self.token_manager.get_token())
         return prepared
 
+    def rebuild_auth(self, prepared_request: PreparedRequest, response: Response) -> None:
+        """Drop the header on a redirect to another origin, as requests does,
+        but keep it on a redirect within the origin.
+
+        requests puts ``~/.netrc`` credentials over the header on every hop,
+        even on a hop to the same host that keeps the header: our token (or
+        the caller's explicit header) would be displaced by them there.
+        """
+        kept = prepared_request.headers.get("Authorization")
+        if kept is not None and self.should_strip_auth(  # type: ignore[no-untyped-call]  # untyped in types-requests
+            response.request.url or "", prepared_request.url or ""
+        ):
+            kept = None
+        super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]  # untyped in types-requests
+        if kept is not None:
+            prepared_request.headers["Authorization"] = kept
+
     def send(self, request: PreparedRequest, **kwargs: Any) -> Response:
         """Send as :class:`requests.Session` does; on a 401 to our token,
         invalidate that token and send once more with a new one.

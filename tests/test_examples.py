@@ -1,0 +1,113 @@
+"""Every script in examples/ runs, offline, and tells the story it promises."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(name: str, **env: str) -> str:
+    environment = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", **env}
+    result = subprocess.run(
+        [sys.executable, "-W", "error", str(EXAMPLES / name)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == "", result.stderr
+    return result.stdout
+
+
+def test_every_example_is_tested() -> None:
+    tested = {
+        "custom_provider.py",
+        "django_cache.py",
+        "many_services.py",
+        "quickstart.py",
+        "sdk_session.py",
+        "shared_redis.py",
+    }
+    assert {p.name for p in EXAMPLES.glob("*.py")} == tested
+
+
+def test_quickstart() -> None:
+    out = run_example("quickstart.py")
+    assert "3 requests, 1 token request" in out
+    assert "after the revocation: HTTP 200, retried once after HTTP 401" in out
+    assert "token requests: 2, 401s retried: 1" in out
+    assert "wrong secret: InvalidClient: invalid_client: Client authentication failed" in out
+
+
+@pytest.mark.skipif(
+    not os.environ.get("REDIS_URL") and shutil.which("redis-server") is None,
+    reason="needs REDIS_URL or a redis-server binary",
+)
+def test_shared_redis() -> None:
+    pytest.importorskip("redis")
+    out = run_example("shared_redis.py")
+    assert "4 processes made 40 requests; the token server saw 1 token request(s)" in out
+    assert "token requests by the processes: 1; tokens read from Redis: 3" in out
+    assert "API requests: 40, all authorized: True" in out
+
+
+def test_shared_redis_says_why_it_skips(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["PATH"] = str(tmp_path)  # no redis-server to be found
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "shared_redis.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("skipped: ")
+
+
+def test_sdk_session() -> None:
+    pytest.importorskip("gitlab")
+    out = run_example("sdk_session.py")
+    assert "TokenAdapter: python-gitlab read project 'shop/orders'" in out
+    assert "BearerAuth: python-gitlab listed 2 issues" in out
+    assert "token requests so far: 1" in out
+    assert "token requests: 2, 401s retried: 1" in out
+
+
+def test_django_cache() -> None:
+    pytest.importorskip("django")
+    out = run_example("django_cache.py")
+    assert "worker 1: HTTP 200, fetched 1 token, 0 from Django's cache" in out
+    assert "worker 2: HTTP 200, fetched 0 token, 1 from Django's cache" in out
+    assert "token requests: 1 for both workers" in out
+
+
+def test_custom_provider() -> None:
+    out = run_example("custom_provider.py")
+    assert "metadata provider: HTTP [200, 200, 200]" in out
+    expires = re.search(r"token expires in (\d+) s", out)
+    assert expires
+    assert 3500 <= int(expires.group(1)) <= 3599  # "3599" arrived as a string
+    assert "token file: HTTP 200, then HTTP 200 after a 401 (file read 2 times)" in out
+    assert "unreachable metadata endpoint: TokenError:" in out
+
+
+def test_many_services() -> None:
+    out = run_example("many_services.py")
+    for name in ("billing", "inventory", "shipping"):
+        assert re.search(rf"^{name} +→ its API: HTTP \[200, 200\]$", out, re.M)
+    assert (
+        "token requests: company 2 (https://billing.example, https://inventory.example), "
+        "partner 1" in out
+    )
+    assert "tokens seen by more than one API: 0" in out
+    assert "billing session → inventory API: HTTP 401, sent with a token: False" in out

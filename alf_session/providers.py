@@ -729,7 +729,9 @@ def _describe_body(
         return "empty body"
     if "html" in ctype or text[:15].lower().startswith(("<!doctype", "<html")):
         title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
-        found = f" titled {_SPACES.sub(' ', title.group(1)).strip()[:80]!r}" if title else ""
+        # The title is the server's text like any other: redacted, then cut.
+        name = _SPACES.sub(" ", redact(title.group(1), secrets)).strip()[:80] if title else ""
+        found = f" titled {name!r}" if name else ""
         return f"an HTML page{found}"
     text = _SPACES.sub(" ", redact(text, secrets))
     return repr(text[:_QUOTE] + ("…" if len(text) > _QUOTE else ""))

@@ -8,9 +8,9 @@ what happened to them as JSON lines on stdout; the parent prints a timeline,
 revokes the token in use half-way through, and at the end compares what the
 workers counted with what the servers counted.
 
-A worker is ``python -m alf_session._demo worker INDEX API_URL``, configured by
-the same ``ALF_*`` variables as the command line (the secret never appears in
-its arguments).
+A worker is ``python -m alf_session._demo_worker INDEX API_URL``
+(:mod:`alf_session._demo_worker`), configured by the same ``ALF_*`` variables
+as the command line, so that the secret never appears in its arguments.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -200,7 +200,7 @@ class _Demo:
 
     def start_worker(self, index: int, env: dict[str, str]) -> _Worker:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "alf_session._demo", "worker", str(index), self.api.base_url],
+            [sys.executable, "-m", "alf_session._demo_worker", str(index), self.api.base_url],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -470,123 +470,3 @@ def _isatty(stream: IO[str]) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
-
-
-# -- the worker ----------------------------------------------------------------
-
-
-def _worker_main(argv: Sequence[str]) -> int:
-    """One service process: a TokenSession sharing its token through storage."""
-    import requests
-
-    from . import ClientCredentials, TokenError, TokenManager, TokenSession
-    from .storage import storage_from_url  # type: ignore[attr-defined,unused-ignore]  # storage backends
-    from .token import Token
-
-    index, api_url = int(argv[0]), argv[1]
-    lock = threading.Lock()
-
-    def emit(event: str, **data: Any) -> None:
-        line = json.dumps({"event": event, "t": time.time(), **data})
-        with lock:
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
-
-    current: list[str | None] = [None]  # the token this worker's requests carry
-    fetched: set[str] = set()  # tokens this worker fetched itself
-    background: list[str] = []  # ... of which in the background
-
-    class ObservedCredentials(ClientCredentials):
-        """ClientCredentials that reports each token it fetches."""
-
-        def fetch_token(self) -> Token:
-            token = super().fetch_token()
-            in_background = threading.current_thread() is not threading.main_thread()
-            with lock:
-                fetched.add(token.fingerprint)
-                if in_background:
-                    background.append(token.fingerprint)
-            emit(
-                "fetch",
-                token=token.fingerprint,
-                background=in_background,
-                previous=current[0],
-            )
-            return token
-
-    env = os.environ
-    provider = ObservedCredentials(
-        env["ALF_TOKEN_ENDPOINT"], env["ALF_CLIENT_ID"], env["ALF_CLIENT_SECRET"]
-    )
-    manager = TokenManager(
-        provider,
-        storage_from_url(env["ALF_STORAGE"]),
-        refresh_ahead=REFRESH_AHEAD,
-        leeway=LEEWAY,
-    )
-    session = TokenSession(token_manager=manager)
-
-    go, stop = threading.Event(), threading.Event()
-
-    def control() -> None:
-        for line in sys.stdin:
-            if line.strip() == "go":
-                go.set()
-            elif line.strip() == "stop":
-                break
-        stop.set()  # "stop", or the parent went away
-        go.set()
-
-    threading.Thread(target=control, name="demo-control", daemon=True).start()
-    emit("ready")
-    go.wait(READY_TIMEOUT + 30)
-
-    def fingerprint(request: requests.PreparedRequest | None) -> str | None:
-        header = request.headers.get("Authorization", "") if request is not None else ""
-        scheme, _, value = header.partition(" ")
-        return Token(value).fingerprint if scheme == "Bearer" and value else None
-
-    counts = {"requests": 0, "failed": 0, "final_401": 0, "api_calls": 0}
-    while not stop.is_set():
-        counts["requests"] += 1
-        try:
-            response = session.get(f"{api_url}/orders", params={"worker": index}, timeout=10)
-        except (TokenError, requests.RequestException) as exc:
-            counts["failed"] += 1
-            emit("error", text=" ".join(str(exc).split())[:300])
-            stop.wait(PAUSE)
-            continue
-        counts["api_calls"] += 1 + len(response.history)
-        used = fingerprint(response.request)
-        with lock:
-            own = used in fetched
-        if response.history and response.history[0].status_code == 401:
-            emit(
-                "retry",
-                old=fingerprint(response.history[0].request),
-                new=used,
-                status=response.status_code,
-                source="fetched" if own else "shared",
-            )
-        elif used is not None and used != current[0] and not own:
-            emit("pickup", token=used)
-        current[0] = used
-        if response.status_code == 401:
-            counts["final_401"] += 1
-        elif response.status_code >= 400:
-            counts["failed"] += 1
-        stop.wait(PAUSE)
-    session.close()
-    with lock:
-        background_fetches = len(background)
-    emit("done", **counts, background_fetches=background_fetches, stats=manager.stats._asdict())
-    return 0
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["worker"]:
-        try:
-            sys.exit(_worker_main(sys.argv[2:]))
-        except KeyboardInterrupt:
-            sys.exit(130)
-    sys.exit("usage: python -m alf_session._demo worker INDEX API_URL")

@@ -1,0 +1,87 @@
+"""The public API as a user types it. Checked by ``mypy --strict``, never run."""
+
+from __future__ import annotations
+
+import requests
+from urllib3.util.retry import Retry
+
+from alf_session import (
+    BearerAuth,
+    ClientCredentials,
+    InvalidClient,
+    MemoryStorage,
+    OAuthError,
+    PasswordCredentials,
+    Token,
+    TokenAdapter,
+    TokenError,
+    TokenManager,
+    TokenSession,
+    TokenStats,
+)
+
+
+def session_from_credentials() -> requests.Response:
+    session = TokenSession(
+        "https://idp.example/oauth/token",
+        "my-client",
+        "s3cret",
+        scope=["orders:read", "orders:write"],
+        audience="https://api.example/",
+        token_retry=Retry(total=5, status_forcelist=[500], backoff_factor=0.3),
+        token_timeout=(3.05, 10),
+        auth_method="client_secret_post",
+        token_hosts=["api.example", "localhost:8080"],
+    )
+    with session:
+        response: requests.Response = session.get("https://api.example/orders", timeout=5)
+    return response
+
+
+def manager_and_friends() -> None:
+    provider = ClientCredentials("https://idp.example/token", "id", "secret", scope="a b")
+    manager = TokenManager(provider, MemoryStorage(), leeway=30, refresh_ahead=0.75)
+    token: Token = manager.get_token()
+    header: str = token.header_value
+    expires_at: float | None = token.expires_at
+    remaining: float | None = token.expires_in
+    expired: bool = token.expired
+    again = Token.from_dict(token.to_dict())
+    manager.invalidate(again)
+    manager.invalidate()
+    fresh: Token = manager.force_refresh()
+    stats: TokenStats = manager.stats
+    fetches: int = stats.fetches + stats.hits + stats.refreshes + stats.retries_on_401
+    print(header, expires_at, remaining, expired, fresh, fetches, stats.storage_errors)
+
+    sdk = requests.Session()
+    sdk.auth = BearerAuth(manager)
+    sdk.mount("https://api.example/", TokenAdapter(manager, pool_maxsize=20))
+    TokenSession(token_manager=manager).close()
+
+
+def password_grant() -> Token:
+    provider = PasswordCredentials("https://idp.example/token", "id", None, "alice", "pw")
+    return TokenManager(provider).get_token()
+
+
+def custom_providers() -> None:
+    class Vault:
+        def fetch_token(self) -> Token:
+            return Token("from-vault", expires_at=None)
+
+    TokenManager(Vault())
+    TokenManager(lambda: {"access_token": "abc", "expires_in": 60})
+    TokenManager(lambda: "bare-token")
+
+
+def errors() -> str:
+    try:
+        TokenSession("https://idp.example/token", "id", "secret").get("https://api.example/")
+    except InvalidClient as exc:
+        return exc.error + (exc.error_description or "") + (exc.error_uri or "")
+    except OAuthError as exc:
+        return exc.error
+    except TokenError as exc:
+        return "" if exc.response is None else str(exc.response.status_code)
+    return ""

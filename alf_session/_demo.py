@@ -325,10 +325,10 @@ class _Demo:
             if event.get("source") == "fetched":
                 self.after_401 += 1
                 self.groups.pop(("fetch", index, new), None)  # this line says it
-                text = f"401 for {old} → fetched token {new}, retried → {status}"
+                text = f"401 for {old}; retried with new token {new} → {status}"
                 self.group(("retry", index, new), t, index, text)
             else:
-                text = f"401 for {old} → took {new} from the shared cache, retried → {status}"
+                text = f"401 for {old}; retried with {new} from the shared cache → {status}"
                 self.group(("retry", old, new, status), t, index, text)
         elif kind == "error":
             self.group(("error", index, t), t, index, f"request failed: {event.get('text')}")
@@ -408,7 +408,12 @@ class _Demo:
             if said != seen:
                 problems.append(f"{label}: the workers said {said}, the servers counted {seen}")
         print(f"  {'401s recovered by one retry':<36}{retried:>12}", file=out)
-        print(f"  {'renewals in the background':<36}{stat('refreshes'):>12}", file=out)
+        renewed = stat("refreshes")
+        print(
+            f"  {'renewals in the background':<36}{renewed:>12}   ({background} fetched, "
+            f"{max(renewed - background, 0)} from the shared cache)",
+            file=out,
+        )
         print(f"  {'requests that failed':<36}{failed + refused:>12}", file=out)
 
         if failed or refused:

@@ -390,6 +390,7 @@ def test_demo_counts_match_the_servers_and_nothing_is_left() -> None:
     assert fetches_counted < made / 10  # one shared token, not one per request or worker
     assert "in the background: fetched token" in out
     assert "took token" in out  # other workers read it from FileStorage
+    assert re.search(r"401 for \w+; retried with", out)  # the revocation, on the timeline
 
     # nothing left behind: the directory is gone, no worker runs any more
     directory = re.search(r"FileStorage\((\S+)\)", out)

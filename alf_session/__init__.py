@@ -43,7 +43,16 @@ from .providers import (
     default_retry,
 )
 from .session import TokenSession
-from .storage import KeyValueStore, MemoryStorage, TokenStorage, as_storage
+from .storage import (
+    EncryptedStorage,
+    FileStorage,
+    KeyValueStore,
+    MemoryStorage,
+    RedisStorage,
+    TokenStorage,
+    as_storage,
+    storage_from_url,
+)
 from .token import Token
 
 __version__ = "0.1.0"
@@ -53,6 +62,8 @@ __all__ = [
     "CallableProvider",
     "ClientCredentials",
     "ConfigurationError",
+    "EncryptedStorage",
+    "FileStorage",
     "InsecureTransportError",
     "InvalidClient",
     "InvalidGrant",
@@ -64,6 +75,7 @@ __all__ = [
     "OAuth2Provider",
     "OAuthError",
     "PasswordCredentials",
+    "RedisStorage",
     "Token",
     "TokenAdapter",
     "TokenError",
@@ -79,6 +91,7 @@ __all__ = [
     "UnsupportedGrantType",
     "as_storage",
     "default_retry",
+    "storage_from_url",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,0 +1,129 @@
+"""The storage contract, shared by :mod:`alf_session.storage` and its backends.
+
+Kept apart from :mod:`alf_session.storage` so that the backend modules
+(``_redis``, ``_file``, ``_objects``, ``_encrypted``) can subclass
+:class:`TokenStorage` while :mod:`alf_session.storage` re-exports them.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from typing import Protocol, runtime_checkable
+
+DEFAULT_PREFIX = "alf_session:"
+
+
+@runtime_checkable
+class KeyValueStore(Protocol):
+    """Any object with ``get`` and ``set``: what ``token_storage`` accepts.
+
+    .. versionadded:: 0.1
+    """
+
+    def get(self, key: str, /) -> object:
+        """The value stored under ``key`` (``bytes`` or ``str``), or ``None``."""
+        ...
+
+    def set(self, key: str, value: str, /) -> object:
+        """Store ``value`` under ``key``."""
+        ...
+
+
+class TokenStorage:
+    """Base class of the storages alf-session can share tokens through.
+
+    Subclasses implement :meth:`load`, :meth:`save` and :meth:`delete`, and,
+    to give processes a single flight, :meth:`acquire_lock` and
+    :meth:`release_lock` with ``can_lock = True``.
+
+    Args:
+        prefix: Namespace put in front of every key.
+
+    .. versionadded:: 0.1
+    """
+
+    #: Whether :meth:`acquire_lock` can lock across processes.
+    can_lock = False
+    #: Whether calls may block on I/O; the manager bounds those in time.
+    blocking = True
+
+    def __init__(self, *, prefix: str = DEFAULT_PREFIX) -> None:
+        self.prefix = prefix
+
+    def key_for(self, name: str) -> str:
+        """The key to store the token named ``name`` (a hex digest) under.
+
+        The name is wrapped in ``{}``, a Redis Cluster hash tag, so that the
+        token and its lock live in one slot.
+        """
+        return f"{self.prefix}{{{name}}}"
+
+    def load(self, key: str) -> str | None:
+        """The value under ``key``, or ``None``."""
+        raise NotImplementedError
+
+    def save(self, key: str, value: str, ttl: float | None) -> None:
+        """Store ``value`` under ``key``, expiring after ``ttl`` seconds if given."""
+        raise NotImplementedError
+
+    def delete(self, key: str, expected: str | None = None) -> None:
+        """Delete ``key``; with ``expected``, only while it still holds that value."""
+        raise NotImplementedError
+
+    def acquire_lock(self, key: str, ttl: float) -> str | None:
+        """Try once to take the fetch lock of ``key`` for ``ttl`` seconds.
+
+        Returns:
+            An owner string to release it with, or ``None`` if it is held.
+        """
+        return None
+
+    def release_lock(self, key: str, owner: str) -> None:
+        """Release the lock of ``key`` if ``owner`` still holds it."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(prefix={self.prefix!r})"
+
+
+def lock_key(key: str) -> str:
+    """The key of the fetch lock of ``key``: same hash tag, so same cluster slot."""
+    return f"{key}:lock"
+
+
+def text(raw: object) -> str | None:
+    """A stored value as ``str``: ``bytes`` decoded, empty meaning nothing.
+
+    Undecodable bytes are replaced rather than raised, and a value of another
+    type is turned into text, so that garbage under a key reaches the manager
+    as a value it cannot parse (warned about, then overwritten) and never as
+    a storage fault.
+    """
+    if raw is None:
+        return None
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        raw = bytes(raw).decode("utf-8", "replace")
+    elif not isinstance(raw, str):
+        raw = f"<{type(raw).__name__}>"
+    return raw or None
+
+
+#: Errors a client raises on a value it cannot decode (a ``decode_responses``
+#: redis client on bytes that are not UTF-8, a Django cache on a bad pickle):
+#: garbage under the key, not an outage, so it is read as a value that the
+#: manager warns about and overwrites, rather than as a storage fault (which
+#: would leave the garbage in place).
+DECODE_ERRORS: tuple[type[Exception], ...] = (UnicodeError, ValueError, pickle.UnpicklingError)
+
+#: What :func:`load` returns for such a value: not JSON, never a token.
+GARBAGE = "\ufffd"
+
+
+def floor_seconds(ttl: float) -> int:
+    """Whole seconds for a value's TTL: rounded down, so it never outlives the token."""
+    return max(1, int(ttl))
+
+
+def ceil_seconds(ttl: float) -> int:
+    """Whole seconds for a lock's TTL: rounded up, so it never ends early."""
+    return max(1, math.ceil(ttl))

@@ -1,0 +1,100 @@
+"""Encryption at rest of the stored token (``cryptography``'s Fernet)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ._base import TokenStorage
+
+__all__ = ["EncryptedStorage"]
+
+_Key = str | bytes
+
+
+class EncryptedStorage(TokenStorage):
+    """Another storage, with every stored value encrypted and authenticated.
+
+    For a Redis or memcached shared with other teams: what is stored is a
+    Fernet token (AES-128-CBC with HMAC-SHA256), so neither the access token
+    nor the refresh token can be read, or forged, without the key. Keys and
+    the lock are those of the wrapped storage, which keeps its TTLs, its
+    lock and its compare-and-delete (done on the ciphertext it holds).
+
+    A value that does not decrypt (written with another key, or garbage) is
+    treated as garbage: the manager warns, fetches and overwrites it.
+
+    Args:
+        storage: The storage to wrap: a :class:`TokenStorage` or any object
+            :func:`~alf_session.as_storage` accepts.
+        key: A Fernet key (``Fernet.generate_key()``: 32 url-safe
+            base64-encoded bytes), or a sequence of them to rotate keys: the
+            first encrypts, any decrypts.
+
+    Raises:
+        ConfigurationError: ``cryptography`` is missing or a key is malformed.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, storage: Any, key: _Key | Sequence[_Key]) -> None:
+        from .errors import ConfigurationError
+        from .storage import as_storage
+
+        try:
+            from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+        except ImportError:
+            raise ConfigurationError(
+                "EncryptedStorage needs the cryptography package: "
+                "pip install 'alf-session[encryption]'"
+            ) from None
+        keys = [key] if isinstance(key, (str, bytes)) else list(key)
+        if not keys:
+            raise ConfigurationError("EncryptedStorage needs at least one key")
+        try:
+            fernet = MultiFernet([Fernet(k) for k in keys])
+        except (ValueError, TypeError):
+            # Never quote the key.
+            raise ConfigurationError(
+                "an encryption key must be 32 url-safe base64-encoded bytes; "
+                "make one with cryptography.fernet.Fernet.generate_key()"
+            ) from None
+        self.storage = as_storage(storage)
+        super().__init__(prefix=self.storage.prefix)
+        self.can_lock = self.storage.can_lock
+        self.blocking = self.storage.blocking
+        self._fernet = fernet
+        self._invalid = InvalidToken
+
+    def __repr__(self) -> str:
+        return f"EncryptedStorage({self.storage!r})"
+
+    def key_for(self, name: str) -> str:
+        return self.storage.key_for(name)
+
+    def _decrypt(self, raw: str) -> str:
+        try:
+            return self._fernet.decrypt(raw.encode("ascii", "replace")).decode("utf-8")
+        except (self._invalid, UnicodeDecodeError):
+            return ""  # not JSON: the manager reads it as garbage and overwrites it
+
+    def load(self, key: str) -> str | None:
+        raw = self.storage.load(key)
+        return None if raw is None else self._decrypt(raw)
+
+    def save(self, key: str, value: str, ttl: float | None) -> None:
+        self.storage.save(key, self._fernet.encrypt(value.encode("utf-8")).decode("ascii"), ttl)
+
+    def delete(self, key: str, expected: str | None = None) -> None:
+        if expected is None:
+            self.storage.delete(key)
+            return
+        raw = self.storage.load(key)
+        if raw is not None and self._decrypt(raw) == expected:
+            self.storage.delete(key, raw)
+
+    def acquire_lock(self, key: str, ttl: float) -> str | None:
+        return self.storage.acquire_lock(key, ttl)
+
+    def release_lock(self, key: str, owner: str) -> None:
+        self.storage.release_lock(key, owner)

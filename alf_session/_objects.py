@@ -1,0 +1,252 @@
+"""Wrappers that turn any object with ``get`` and ``set`` into a TokenStorage.
+
+:func:`alf_session.as_storage` picks one, once, at construction:
+:class:`MemcacheStorage` for pymemcache clients, :class:`DjangoCacheStorage`
+for Django caches, :class:`ObjectStorage` for anything else (its ``set`` is
+probed for a TTL keyword and ``nx``, and ``add`` is used as a lock).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from . import _fork
+from ._base import (
+    DECODE_ERRORS,
+    DEFAULT_PREFIX,
+    GARBAGE,
+    TokenStorage,
+    ceil_seconds,
+    floor_seconds,
+    lock_key,
+    text,
+)
+
+__all__ = ["DjangoCacheStorage", "MemcacheStorage", "ObjectStorage"]
+
+# The keyword a set() takes a TTL in, in seconds, by library: redis-like
+# clients (ex), memcache (expire), Django and cachelib (timeout), others (ttl).
+_TTL_KEYWORDS = ("ex", "expire", "timeout", "ttl")
+
+
+def _keywords(func: object) -> frozenset[str]:
+    """The names ``func`` accepts as keywords (empty when it can't be told)."""
+    import inspect
+
+    try:
+        signature = inspect.signature(func)  # type: ignore[arg-type]  # any callable
+    except (TypeError, ValueError):  # some C functions have no signature
+        return frozenset()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return frozenset(p.name for p in signature.parameters.values() if p.kind in kinds)
+
+
+def _ttl_keyword(func: object) -> str | None:
+    names = _keywords(func)
+    return next((name for name in _TTL_KEYWORDS if name in names), None)
+
+
+def _method(obj: object, name: str) -> Callable[..., Any] | None:
+    method = getattr(obj, name, None)
+    return method if callable(method) else None
+
+
+class ObjectStorage(TokenStorage):
+    """Any object with ``get(key)`` and ``set(key, value)``, as a storage.
+
+    At construction ``set``'s signature is probed once for a TTL keyword
+    (``ex``, ``expire``, ``timeout`` or ``ttl``, in whole seconds; none is
+    passed when it has none) and for ``nx``. The fetch lock is
+    ``set(lock, owner, nx=True, <ttl>=…)`` or ``add(lock, owner, <ttl>=…)``
+    when the object offers one with a TTL: a lock without one would outlive
+    a holder that died. Values are decoded from ``bytes`` or ``str``;
+    ``delete`` is used when present, else a value is overwritten by an empty
+    one.
+
+    Compare-and-delete is a ``get`` then a ``delete``: the object offers
+    nothing atomic, so a token stored between the two by another process is
+    lost (it is fetched again; nothing fails).
+
+    Args:
+        obj: The object. Its methods are called from several threads.
+        prefix: Namespace put in front of every key.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, obj: Any, *, prefix: str = DEFAULT_PREFIX) -> None:
+        super().__init__(prefix=prefix)
+        self.obj = obj
+        self._ttl_keyword = _ttl_keyword(obj.set)
+        self._delete = _method(obj, "delete")
+        self._add = _method(obj, "add")
+        self._add_ttl_keyword = None if self._add is None else _ttl_keyword(self._add)
+        self._lock_by: str | None = None
+        if self._ttl_keyword is not None and "nx" in _keywords(obj.set):
+            self._lock_by = "set_nx"
+        elif self._add_ttl_keyword is not None:
+            self._lock_by = "add"
+        self.can_lock = self._lock_by is not None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({type(self.obj).__name__}, prefix={self.prefix!r})"
+
+    def _ttl(self, ttl: float | None, keyword: str | None) -> dict[str, Any]:
+        if keyword is None or ttl is None:
+            return {}
+        return {keyword: floor_seconds(ttl)}
+
+    def load(self, key: str) -> str | None:
+        try:
+            return text(self.obj.get(key))
+        except DECODE_ERRORS:  # a value the object cannot decode: garbage, overwritten
+            return GARBAGE
+
+    def save(self, key: str, value: str, ttl: float | None) -> None:
+        self.obj.set(key, value, **self._ttl(ttl, self._ttl_keyword))
+
+    def delete(self, key: str, expected: str | None = None) -> None:
+        if expected is not None and self.load(key) != expected:
+            return
+        self._remove(key)
+
+    def _remove(self, key: str) -> None:
+        if self._delete is not None:
+            self._delete(key)
+        else:
+            # text() reads an empty value as nothing.
+            self.obj.set(key, "", **self._ttl(1, self._ttl_keyword))
+
+    def acquire_lock(self, key: str, ttl: float) -> str | None:
+        owner = secrets.token_hex(16)
+        name = lock_key(key)
+        if self._lock_by == "set_nx":
+            assert self._ttl_keyword is not None  # noqa: S101 - set in __init__ with _lock_by
+            taken = self.obj.set(name, owner, nx=True, **{self._ttl_keyword: ceil_seconds(ttl)})
+        elif self._lock_by == "add" and self._add is not None:
+            assert self._add_ttl_keyword is not None  # noqa: S101 - set in __init__ with _lock_by
+            taken = self._add(name, owner, **{self._add_ttl_keyword: ceil_seconds(ttl)})
+        else:
+            return None
+        return owner if taken else None
+
+    def release_lock(self, key: str, owner: str) -> None:
+        # Without delete() the lock simply expires; the waiters don't need the
+        # release: they poll the storage and take the token once it is there.
+        name = lock_key(key)
+        if self._delete is not None and text(self.obj.get(name)) == owner:
+            self._delete(name)
+
+
+# memcached reads an expiry above 30 days as a UNIX time (protocol.txt, "Expiration times").
+_MEMCACHE_MAX_RELATIVE = 30 * 24 * 3600
+
+
+class MemcacheStorage(ObjectStorage):
+    """A pymemcache client (``Client``, ``PooledClient``, ``HashClient``) as a storage.
+
+    TTL by ``expire=`` (at most 30 days: memcached would read more as a
+    date), the lock by ``add`` (atomic on the server), and every call with
+    ``noreply=False`` so that its result is the server's answer: with
+    pymemcache's default ``noreply=True``, ``add`` always says it succeeded.
+    Compare-and-delete is atomic by ``gets``/``cas``: the matching value is
+    replaced by an empty one that expires at once.
+
+    A plain ``Client`` owns one socket and is not thread-safe, so calls to
+    it are serialized; in a forked child its socket is closed (pymemcache
+    reconnects), never shared with the parent. Give the client a
+    ``timeout``.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, obj: Any, *, prefix: str = DEFAULT_PREFIX) -> None:
+        super().__init__(obj, prefix=prefix)
+        self.can_lock = self._add is not None
+        name = type(obj).__name__
+        # PooledClient, and HashClient(use_pooling=True), lend each thread its
+        # own connection; anything else shares one socket between threads.
+        self._serial: threading.Lock | None = None
+        if not (name == "PooledClient" or getattr(obj, "use_pooling", False) is True):
+            self._serial = threading.Lock()
+        _fork.register(self)
+
+    def _after_fork(self) -> None:
+        if self._serial is not None:
+            self._serial = threading.Lock()
+        close = _method(self.obj, "close")
+        if close is not None:
+            close()
+
+    def _call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        serial = self._serial
+        if serial is None:
+            return func(*args, **kwargs)
+        with serial:
+            return func(*args, **kwargs)
+
+    def _expire(self, ttl: float | None) -> int:
+        return 0 if ttl is None else min(floor_seconds(ttl), _MEMCACHE_MAX_RELATIVE)
+
+    def load(self, key: str) -> str | None:
+        try:
+            return text(self._call(self.obj.get, key))
+        except DECODE_ERRORS:  # the client's serde could not read it: garbage
+            return GARBAGE
+
+    def save(self, key: str, value: str, ttl: float | None) -> None:
+        self._call(self.obj.set, key, value, expire=self._expire(ttl), noreply=False)
+
+    def delete(self, key: str, expected: str | None = None) -> None:
+        gets, cas = _method(self.obj, "gets"), _method(self.obj, "cas")
+        if expected is None:
+            self._call(self.obj.delete, key, noreply=False)
+        elif gets is not None and cas is not None:
+            value, token = self._call(gets, key)
+            if token is not None and text(value) == expected:
+                # Fails (returns False) if the value changed since gets(): the
+                # newer token stays.
+                self._call(cas, key, b"", token, expire=1, noreply=False)
+        elif text(self._call(self.obj.get, key)) == expected:
+            self._call(self.obj.delete, key, noreply=False)
+
+    def acquire_lock(self, key: str, ttl: float) -> str | None:
+        if self._add is None:
+            return None
+        owner = secrets.token_hex(16)
+        taken = self._call(self._add, lock_key(key), owner, expire=ceil_seconds(ttl), noreply=False)
+        return owner if taken else None
+
+    def release_lock(self, key: str, owner: str) -> None:
+        # Not by cas: the empty value it leaves would block add() for a second.
+        # A get then a delete can only go wrong if the lock expired between
+        # the two, when its holder was late anyway.
+        name = lock_key(key)
+        if text(self._call(self.obj.get, name)) == owner:
+            self._call(self.obj.delete, name, noreply=False)
+
+
+class DjangoCacheStorage(ObjectStorage):
+    """A Django cache (``django.core.cache.cache`` or ``caches[alias]``) as a storage.
+
+    TTL by ``timeout=`` (``None``, no expiry, for a token without one), the
+    lock by ``add``. Django offers no compare-and-delete, so invalidation is
+    a ``get`` then a ``delete`` (see :class:`ObjectStorage`).
+    The default ``cache`` proxy gives each thread its own connection.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, obj: Any, *, prefix: str = DEFAULT_PREFIX) -> None:
+        super().__init__(obj, prefix=prefix)
+        self._ttl_keyword = "timeout"
+        self._add_ttl_keyword = "timeout"
+        self._lock_by = "add" if self._add is not None else None
+        self.can_lock = self._lock_by is not None
+
+    def save(self, key: str, value: str, ttl: float | None) -> None:
+        # Django reads an absent timeout as its default (300 s) and None as never.
+        self.obj.set(key, value, timeout=None if ttl is None else floor_seconds(ttl))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import inspect
 import ipaddress
 import json
 import logging
@@ -95,24 +96,37 @@ def default_retry(total: int = 3) -> Retry:
     exponential backoff (0.5 s, 1 s, 2 s, …), honouring ``Retry-After`` up to
     10 s. Applies to POST, which urllib3 would otherwise not retry.
     """
+    options: dict[str, Any] = {}
+    if _RETRY_TAKES_BACKOFF_MAX:
+        options["backoff_max"] = _MAX_WAIT
     return _BoundedRetry(
         total=total,
         backoff_factor=0.5,
-        backoff_max=10.0,
         status_forcelist=(429, 500, 502, 503, 504),
         allowed_methods=None,  # every method, POST included
         raise_on_status=False,  # hand back the last response: its body may be an OAuth error
         respect_retry_after_header=True,
+        **options,
     )
 
 
+# Longest pause between two attempts of a token request, whether backoff or
+# Retry-After asked for it.
+_MAX_WAIT = 10
+# urllib3 2 takes Retry(backoff_max=...); 1.26 (which requests still allows)
+# has no such argument and reads the DEFAULT_BACKOFF_MAX class attribute.
+_RETRY_TAKES_BACKOFF_MAX = "backoff_max" in inspect.signature(Retry.__init__).parameters
+
+
 class _BoundedRetry(Retry):
-    """A Retry whose ``Retry-After`` waits are capped at ``backoff_max``, so a
-    server asking for an hour's pause cannot hang the caller for an hour."""
+    """A Retry whose ``Retry-After`` waits are capped at 10 s, so a server
+    asking for an hour's pause cannot hang the caller for an hour."""
+
+    DEFAULT_BACKOFF_MAX = _MAX_WAIT  # urllib3 1.26 only; 2.x gets backoff_max=
 
     def get_retry_after(self, response: Any) -> float | None:
         after = super().get_retry_after(response)
-        return None if after is None else min(after, self.backoff_max)
+        return None if after is None else min(after, _MAX_WAIT)
 
 
 def _coerce_retry(retry: Retry | int | None) -> Retry:

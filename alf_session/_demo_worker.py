@@ -11,6 +11,7 @@ each 401 that was retried, and finally its counts.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
@@ -30,6 +31,11 @@ def _worker_main(argv: Sequence[str]) -> int:
     from .token import Token
 
     index, api_url = int(argv[0]), argv[1]
+    # The library's warnings (a storage fault, a failed renewal) go to stderr,
+    # which the demo shows as "worker N says: ..." and counts as a problem.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logging.getLogger("alf_session").addHandler(handler)
     lock = threading.Lock()
 
     def emit(event: str, **data: Any) -> None:

@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         except SystemExit as exc:  # --help and --version
             return exc.code if isinstance(exc.code, int) else EXIT_OK
         debug = bool(getattr(args, "debug", False))
-        _configure_logging(debug=debug, verbose=bool(getattr(args, "verbose", False)))
+        _configure_logging(parser.prog, debug=debug, verbose=bool(getattr(args, "verbose", False)))
         if args.command is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
@@ -289,14 +289,33 @@ def _read_value(value: str, option: str) -> bytes:
         ) from None
 
 
-def _configure_logging(*, debug: bool, verbose: bool) -> None:
-    if not (debug or verbose):
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("alf-session: %(levelname)s %(name)s: %(message)s"))
+class _LogFormatter(logging.Formatter):
+    """``alf-session: warning: message``, like every other line the tool prints."""
+
+    def __init__(self, prog: str, *, names: bool) -> None:
+        super().__init__()
+        self.prog = prog
+        self.names = names
+
+    def format(self, record: logging.LogRecord) -> str:
+        where = f"{record.name}: " if self.names else ""
+        return f"{self.prog}: {record.levelname.lower()}: {where}{record.getMessage()}"
+
+
+_log_handler: logging.Handler | None = None
+
+
+def _configure_logging(prog: str, *, debug: bool, verbose: bool) -> None:
+    """Show the library's warnings on stderr (a storage that is down, say);
+    with ``-v`` also what it does, with ``--debug`` everything."""
+    global _log_handler
     logger = logging.getLogger("alf_session")
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+    if _log_handler is not None:  # main() called again in the same process
+        logger.removeHandler(_log_handler)
+    _log_handler = logging.StreamHandler(sys.stderr)
+    _log_handler.setFormatter(_LogFormatter(prog, names=debug))
+    logger.addHandler(_log_handler)
+    logger.setLevel(logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING)
 
 
 def _describe(exc: BaseException) -> str:

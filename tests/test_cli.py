@@ -281,6 +281,19 @@ def test_storage_shares_the_token_between_runs(
     assert SECRET.encode() not in stored
 
 
+def test_storage_down_is_a_warning_not_a_failure(
+    alf_token_server: TokenServer, unused_port: int
+) -> None:
+    pytest.importorskip("redis")
+    env = creds(alf_token_server, ALF_STORAGE=f"redis://127.0.0.1:{unused_port}/0")
+    result = cli("token", env=env)
+    assert result.returncode == 0
+    assert alf_token_server.check(result.stdout.strip()) is None
+    line = one_line(result.stderr)
+    assert line.startswith("python -m alf_session: warning: token storage")
+    assert SECRET not in line
+
+
 def test_unknown_storage_url_is_a_usage_error(alf_token_server: TokenServer) -> None:
     result = cli("token", env=creds(alf_token_server, ALF_STORAGE="bogus://x"))
     assert result.returncode == 2

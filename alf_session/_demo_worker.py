@@ -27,7 +27,7 @@ def _worker_main(argv: Sequence[str]) -> int:
     import requests
 
     from . import ClientCredentials, TokenError, TokenManager, TokenSession
-    from .storage import storage_from_url  # type: ignore[attr-defined,unused-ignore]  # storage backends
+    from .storage import storage_from_url
     from .token import Token
 
     index, api_url = int(argv[0]), argv[1]

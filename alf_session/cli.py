@@ -220,7 +220,7 @@ def _manager(args: argparse.Namespace) -> TokenManager:
     storage_url = _option(args, "storage")
     storage = None
     if storage_url:
-        from .storage import storage_from_url  # type: ignore[attr-defined,unused-ignore]  # added by the storage backends
+        from .storage import storage_from_url
 
         storage = storage_from_url(storage_url)
     # One call, so no refresh ahead and no remembered failure are wanted.

@@ -365,11 +365,17 @@ class _Demo:
         for key, found in sorted(self.groups.items(), key=lambda item: item[1]["t"]):
             if force or now - found["t"] >= GROUP_DELAY:
                 del self.groups[key]
-                workers = sorted(found["workers"])
-                who = ("worker " if len(workers) == 1 else "workers ") + ", ".join(
-                    map(str, workers)
-                )
-                self.line(found["t"], who, found["text"])
+                self.line(found["t"], self.who(sorted(found["workers"])), found["text"])
+
+    def who(self, workers: list[int]) -> str:
+        """``worker 2``, ``workers 1, 3, 4``; past three, ``7 other workers``."""
+        if len(workers) <= 3:
+            return ("worker " if len(workers) == 1 else "workers ") + ", ".join(map(str, workers))
+        if len(workers) == self.size:
+            return f"all {self.size} workers"
+        if len(workers) == self.size - 1:
+            return f"{len(workers)} other workers"
+        return f"{len(workers)} workers"
 
     def line(self, t: float, who: str, text: str) -> None:
         self.progress.clear()

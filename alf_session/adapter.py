@@ -110,6 +110,7 @@ class TokenAdapter(HTTPAdapter):
         if token is None or _flow.sent_token(response, request) is None:
             return response
         if not _flow.replayable(request):
+            self.manager.invalidate(token)  # not retried, but refused all the same
             return response
         retry = _flow.retry_request(request, self.manager._replace_refused(token))
         _flow.drain(response)

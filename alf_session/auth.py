@@ -69,7 +69,10 @@ class BearerAuth(AuthBase):
     def _on_response(self, response: Response, **kwargs: Any) -> Response:
         request = response.request
         token = _flow.sent_token(response, request)
-        if token is None or not _flow.replayable(request):
+        if token is None:
+            return response
+        if not _flow.replayable(request):
+            self.manager.invalidate(token)  # not retried, but refused all the same
             return response
         retry = _flow.retry_request(request, self.manager._replace_refused(token))
         # As requests' digest auth does: keep cookies the 401 set.

@@ -223,6 +223,20 @@ class TokenManager:
         if callable(reset):
             reset()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled with a TokenSession (requests.Session pickles its __attrs__),
+        # e.g. for a spawned process: locks and a remembered failure stay here.
+        state = self.__dict__.copy()
+        for name in ("_flight", "_mutex", "_refreshing", "_failure"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._failure = None
+        self._init_locks()
+        _fork.register(self)
+
     def __repr__(self) -> str:
         store = "memory" if self.storage is None else repr(self.storage)
         return f"TokenManager({self.provider!r}, storage={store})"

@@ -419,6 +419,15 @@ class OAuth2Provider:
         # without closing: closing a TLS socket here could disturb the parent.
         self._session = self._new_session()
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_session", None)  # a connection pool does not travel
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._session = self._new_session()
+
     def _request(self, data: dict[str, str], *, refresh_token: str | None = None) -> Token:
         url = self.token_endpoint
         headers = {"Accept": "application/json"}

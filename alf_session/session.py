@@ -109,6 +109,17 @@ class TokenSession(requests.Session):
                 )
                 if value is not None
             ]
+            # Options with a default count as given when they differ from it:
+            # silently ignoring them would leave the user believing they apply.
+            given += [
+                name
+                for name, value, default in (
+                    ("token_timeout", token_timeout, 10),
+                    ("auth_method", auth_method, "client_secret_basic"),
+                    ("allow_insecure_http", allow_insecure_http, False),
+                )
+                if value != default
+            ]
             if given or manager_options:
                 raise ConfigurationError(
                     "pass either token_manager or the credentials, not both; "
@@ -207,6 +218,9 @@ class TokenSession(requests.Session):
         if token is None:
             return response
         if not _flow.replayable(request):
+            # Not sent again, but the token was refused all the same: drop it,
+            # so that the next request gets a new one instead of another 401.
+            self.token_manager.invalidate(token)
             log.info("API answered 401; body cannot be replayed, so not retrying")
             return response
         retry = _flow.retry_request(request, self.token_manager._replace_refused(token))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -229,6 +230,38 @@ class TestAllClients:
         assert response.history == []
         assert api_server.calls == 1
         assert token_server.count == 1
+        # The refused token was dropped all the same: the next request gets a
+        # new one at once instead of another 401.
+        following = client.get(f"{api_server.base_url}/next")
+        assert following.status_code == 200
+        assert following.history == []
+        assert api_server.calls == 2
+        assert token_server.count == 2
+
+    def test_32_threads_refused_together_make_one_token_request(
+        self, client: Client, token_server: TokenServer, api_server: APIServer
+    ) -> None:
+        old = client.manager.get_token()
+        token_server.revoke()
+        barrier = threading.Barrier(32)
+        statuses: list[int] = []
+        lock = threading.Lock()
+
+        def work() -> None:
+            barrier.wait()
+            status = client.get(f"{api_server.base_url}/x").status_code
+            with lock:
+                statuses.append(status)
+
+        threads = [threading.Thread(target=work) for _ in range(32)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert statuses == [200] * 32
+        assert token_server.count == 2  # the first token and one replacement
+        assert api_server.unauthorized == api_server.seen.count(old.header_value)
+        assert api_server.calls == 32 + api_server.unauthorized
 
     def test_cross_host_redirect_carries_no_token(
         self, client: Client, token_server: TokenServer, api_server: APIServer
@@ -442,6 +475,38 @@ class TestTokenSession:
             TokenSession(token_manager="nope")  # type: ignore[arg-type]
         with pytest.raises(ConfigurationError, match="token_endpoint and client_id"):
             TokenSession()
+
+    @pytest.mark.parametrize(
+        "option",
+        [
+            {"token_timeout": 3},
+            {"auth_method": "client_secret_post"},
+            {"allow_insecure_http": True},
+            {"leeway": 5},
+        ],
+    )
+    def test_options_that_a_token_manager_would_ignore_are_refused(
+        self, make_manager: Maker, option: dict[str, Any]
+    ) -> None:
+        with pytest.raises(ConfigurationError, match=next(iter(option))):
+            TokenSession(token_manager=make_manager(), **option)
+
+    def test_pickle_round_trip(self, token_server: TokenServer, api_server: APIServer) -> None:
+        # requests.Session pickles (for a spawned worker, say); so does TokenSession.
+        session = TokenSession(
+            token_server.token_url, CLIENT_ID, CLIENT_SECRET, token_hosts=["127.0.0.1"]
+        )
+        session.get(f"{api_server.base_url}/x")
+        again = pickle.loads(pickle.dumps(session))  # noqa: S301 - our own data
+        assert again.token_hosts == session.token_hosts
+        assert again.token_manager.get_token() == session.token_manager.get_token()
+        assert again.get(f"{api_server.base_url}/y").status_code == 200
+        assert token_server.count == 1  # the cached token travelled with it
+        again.token_manager.invalidate()
+        assert again.get(f"{api_server.base_url}/z").status_code == 200
+        assert token_server.count == 2
+        again.close()
+        session.close()
 
     def test_manager_options_pass_through(
         self, make_session: Callable[..., TokenSession], clock: FakeClock

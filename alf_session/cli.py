@@ -37,8 +37,6 @@ from .token import Token
 
 __all__ = ["main"]
 
-log = logging.getLogger(__name__)
-
 ENV_VARS = {
     "token_endpoint": "ALF_TOKEN_ENDPOINT",
     "client_id": "ALF_CLIENT_ID",

@@ -9,7 +9,7 @@ from typing import Any
 
 import requests
 import requests_mock
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alf_session import ClientCredentials, Token, TokenError
@@ -49,8 +49,8 @@ token_like = st.fixed_dictionaries(
 )
 bodies = json_values | token_like
 
-settings.register_profile("alf", max_examples=150, deadline=None)
-settings.load_profile("alf")
+# Per test, not a global profile: other modules' Hypothesis tests keep theirs.
+parser_settings = settings(max_examples=120, deadline=None)
 
 
 def check_usable(token: Token) -> None:
@@ -63,6 +63,7 @@ def check_usable(token: Token) -> None:
     assert Token.from_dict(json.loads(json.dumps(token.to_dict()))) == token
 
 
+@parser_settings
 @given(bodies)
 def test_from_response_raises_only_token_errors(body: Any) -> None:
     try:
@@ -72,6 +73,7 @@ def test_from_response_raises_only_token_errors(body: Any) -> None:
     check_usable(token)
 
 
+@parser_settings
 @given(bodies)
 def test_from_dict_raises_only_token_errors(data: Any) -> None:
     try:
@@ -114,6 +116,7 @@ def real_response(status: int, ctype: str, body: bytes) -> requests.Response:
     return response
 
 
+@parser_settings
 @given(statuses, content_types, raw_bodies)
 def test_provider_parse_raises_only_token_errors(status: int, ctype: str, body: bytes) -> None:
     try:
@@ -125,7 +128,7 @@ def test_provider_parse_raises_only_token_errors(status: int, ctype: str, body: 
     check_usable(token)
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None)
 @given(statuses, content_types, raw_bodies)
 def test_fetch_token_over_the_wire_raises_only_token_errors(
     status: int, ctype: str, body: bytes

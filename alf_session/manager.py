@@ -261,7 +261,8 @@ class TokenManager:
         if entry is not None:
             now = self._clock()
             if now < entry.refresh_at:
-                self._count(1)
+                with self._mutex:  # self._count(1), inlined: this is the hot path
+                    self._counts[1] += 1
                 return entry.token
             if now < entry.stale_at:
                 self._count(1)

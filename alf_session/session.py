@@ -177,11 +177,11 @@ class TokenSession(requests.Session):
                 prepared = super().prepare_request(request)
             finally:
                 request.auth = None
-            if "Authorization" not in prepared.headers:
+            if not _flow.has_authorization(prepared.headers):
                 _flow.attach(prepared, self.token_manager.get_token())
             return prepared
         prepared = super().prepare_request(request)
-        if "Authorization" not in prepared.headers and (
+        if not _flow.has_authorization(prepared.headers) and (
             hosts is None or _flow.host_allowed(prepared.url, hosts)
         ):
             _flow.attach(prepared, self.token_manager.get_token())
@@ -214,6 +214,8 @@ class TokenSession(requests.Session):
         the header on a change of host and it stays dropped.
         """
         response = super().send(request, **kwargs)
+        if response.status_code != 401:  # the hot path: no further call
+            return response
         token = _flow.sent_token(response, request)
         if token is None:
             return response

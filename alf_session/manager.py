@@ -525,6 +525,13 @@ class TokenManager:
         if self.refresh_ahead is None or lifetime <= 0:
             return stale_at, stale_at
         refresh_at = issued + lifetime * self.refresh_ahead
+        usable = stale_at - issued
+        if refresh_at >= stale_at and usable > 0:
+            # A short lifetime (under about four leeways) ends, leeway taken
+            # off, before refresh_ahead of it has passed: it would never be
+            # renewed in the background, and every renewal would make callers
+            # wait. Plan on the usable part of the lifetime instead.
+            refresh_at = issued + usable * self.refresh_ahead
         if jitter and self.refresh_jitter:
             refresh_at -= random.random() * self.refresh_jitter * lifetime  # noqa: S311 - not crypto
         if fetched:

@@ -288,6 +288,25 @@ class TestBackgroundRefresh:
         assert manager.stats.fetches == 2
         session.close()
 
+    def test_short_lifetime_is_still_renewed_in_the_background(
+        self, token_server: TokenServer, make_manager: Maker, clock: FakeClock
+    ) -> None:
+        # 60 s tokens, leeway 30: the token counts as expired at 30 s, before
+        # 75 % of its lifetime (45 s). It is renewed in the background at 75 %
+        # of its usable 30 s instead, so callers never wait on the endpoint.
+        token_server.expires_in = 60
+        manager = make_manager(leeway=30, refresh_ahead=0.75, refresh_jitter=0)
+        first = manager.get_token()
+        clock.advance(20)
+        assert manager.get_token() is first
+        assert refreshers() == []
+        clock.advance(5)  # 25 s: past 22.5 s, still usable until 30 s
+        assert manager.get_token() is first
+        join_refreshers()
+        assert manager.stats.refreshes == 1
+        assert token_server.count == 2
+        assert manager.get_token() != first
+
     def test_refresh_uses_the_refresh_token_grant(
         self, token_server: TokenServer, make_manager: Maker, clock: FakeClock
     ) -> None:

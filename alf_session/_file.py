@@ -181,10 +181,11 @@ class FileStorage(TokenStorage):
             ) from None
         if not stat.S_ISDIR(mode):
             raise ConfigurationError(f"token storage {self.directory!r} is not a directory")
-        if os.name == "posix" and mode & 0o077:
+        if os.name == "posix" and mode & 0o022:
+            # They can't read a token (each file is 0600) but could replace one.
             log.warning(
-                "token storage directory %s is open to other users (mode %o); "
-                "the tokens in it are not: each file is 0600",
+                "token storage directory %s is writable by other users (mode %o); "
+                "make it 0700",
                 self.directory,
                 stat.S_IMODE(mode),
             )

@@ -1,12 +1,13 @@
 """One worker process of the multi-process storage tests (not a test module).
 
-Usage: ``python storage_worker.py STORAGE_URL THREADS`` with the credential in
-``ALF_TOKEN_ENDPOINT``, ``ALF_CLIENT_ID`` and ``ALF_CLIENT_SECRET``.
+Usage: ``python storage_worker.py STORAGE_URL THREADS [SECONDS]`` with the
+credential in ``ALF_TOKEN_ENDPOINT``, ``ALF_CLIENT_ID`` and ``ALF_CLIENT_SECRET``.
 
 It builds a cold TokenManager on the storage, prints ``ready``, waits for a
 line on stdin (so that every process starts at once), then gets a token from
-THREADS threads lined up on a barrier, and prints one JSON line: the access
-tokens' fingerprints, the manager's stats and any errors.
+THREADS threads lined up on a barrier (for SECONDS, again and again, if
+given), and prints one JSON line: the fingerprints of the access tokens it
+got, the manager's stats and any errors.
 """
 
 from __future__ import annotations
@@ -15,18 +16,20 @@ import json
 import os
 import sys
 import threading
+import time
 
 from alf_session import ClientCredentials, TokenManager, storage_from_url
 
 
 def main() -> int:
     url, threads = sys.argv[1], int(sys.argv[2])
+    seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
     provider = ClientCredentials(
         os.environ["ALF_TOKEN_ENDPOINT"],
         os.environ["ALF_CLIENT_ID"],
         os.environ["ALF_CLIENT_SECRET"],
     )
-    manager = TokenManager(provider, storage_from_url(url), lock_wait=30.0)
+    manager = TokenManager(provider, storage_from_url(url), lock_wait=30.0, leeway=0.5)
     barrier = threading.Barrier(threads)
     tokens: list[str] = []
     errors: list[str] = []
@@ -34,14 +37,19 @@ def main() -> int:
 
     def work() -> None:
         barrier.wait()
-        try:
-            token = manager.get_token()
-        except Exception as exc:  # reported to the parent
-            with lock:
-                errors.append(repr(exc))
-        else:
-            with lock:
-                tokens.append(token.fingerprint)
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                token = manager.get_token()
+            except Exception as exc:  # reported to the parent
+                with lock:
+                    errors.append(repr(exc))
+            else:
+                with lock:
+                    tokens.append(token.fingerprint)
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.005)
 
     workers = [threading.Thread(target=work) for _ in range(threads)]
     print("ready", flush=True)

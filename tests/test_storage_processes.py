@@ -30,7 +30,9 @@ PROCESSES = 4
 THREADS = 8
 
 
-def run_workers(idp: TokenServer, url: str, processes: int, threads: int) -> list[dict[str, Any]]:
+def run_workers(
+    idp: TokenServer, url: str, processes: int, threads: int, seconds: float = 0.0
+) -> list[dict[str, Any]]:
     """Start ``processes`` workers, release them at once, and collect their reports."""
     env = dict(
         os.environ,
@@ -40,7 +42,7 @@ def run_workers(idp: TokenServer, url: str, processes: int, threads: int) -> lis
     )
     workers = [
         subprocess.Popen(
-            [sys.executable, WORKER, url, str(threads)],
+            [sys.executable, WORKER, url, str(threads), str(seconds)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -93,6 +95,30 @@ def test_processes_on_one_directory_make_one_token_request(
 ) -> None:
     reports = run_workers(idp, (tmp_path / "tokens").as_uri(), PROCESSES, THREADS)
     check_one_token(idp, reports)
+
+
+@pytest.mark.stress
+@pytest.mark.parametrize("kind", ["redis", "file"])
+def test_processes_renew_ahead_with_one_token_request(
+    kind: str, idp: TokenServer, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # 3 s tokens, leeway 0.5 s: each process plans a background renewal at
+    # about 2.1-2.25 s (75 % of the lifetime, minus jitter); the first to get
+    # there renews, the others find the new token in the storage.
+    if kind == "redis":
+        request.getfixturevalue("redis_client")  # flushed
+        url = request.getfixturevalue("redis_server").url
+    else:
+        url = (tmp_path / "tokens").as_uri()
+    idp.expires_in = 3
+    reports = run_workers(idp, url, PROCESSES, 4, seconds=3.3)  # ends before a 2nd renewal
+    assert [r["errors"] for r in reports] == [[]] * PROCESSES
+    assert idp.count == 2
+    assert [grant.grant_type for grant in idp.requests] == ["client_credentials"] * 2
+    for report in reports:  # every process used both tokens, no other
+        assert len(set(report["tokens"])) == 2
+    assert len({f for r in reports for f in r["tokens"]}) == 2
+    assert sum(r["stats"]["refreshes"] for r in reports) == PROCESSES
 
 
 _HOLD_LOCK = """

@@ -476,6 +476,41 @@ class TestRefreshTokens:
         ]
 
 
+class TestLogging:
+    def test_fetch_refresh_and_401_are_logged_by_fingerprint(
+        self,
+        token_server: TokenServer,
+        api_server: APIServer,
+        make_manager: Maker,
+        clock: FakeClock,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        token_server.issue_refresh_tokens = True
+        manager = make_manager(refresh_ahead=None)
+        session = TokenSession(token_manager=manager)
+        with caplog.at_level(logging.DEBUG, logger="alf_session"):
+            first = manager.get_token()
+            clock.advance(3600)
+            second = manager.get_token()
+            token_server.revoke()
+            assert session.get(f"{api_server.base_url}/x").status_code == 200
+        third = manager.get_token()
+        session.close()
+        messages = [
+            (r.name, r.levelno, r.getMessage())
+            for r in caplog.records
+            if r.name.startswith("alf_session")
+        ]
+        assert ("alf_session.manager", logging.INFO) in {(n, lvl) for n, lvl, _ in messages}
+        text = "\n".join(m for _, _, m in messages)
+        assert f"fetched token {first.fingerprint}" in text
+        assert f"refreshed token {second.fingerprint} with the refresh token" in text
+        assert f"API answered 401 to token {second.fingerprint}" in text
+        assert third.fingerprint in text
+        for token in (first, second, third):
+            assert token.access_token not in text
+
+
 class TestProvidersAndOptions:
     def test_custom_provider_object(self, make_manager: Maker) -> None:
         class Vault:

@@ -8,7 +8,6 @@ Kept apart from :mod:`alf_session.storage` so that the backend modules
 from __future__ import annotations
 
 import math
-import pickle
 from typing import Protocol, runtime_checkable
 
 DEFAULT_PREFIX = "alf_session:"
@@ -108,12 +107,19 @@ def text(raw: object) -> str | None:
     return raw or None
 
 
-#: Errors a client raises on a value it cannot decode (a ``decode_responses``
-#: redis client on bytes that are not UTF-8, a Django cache on a bad pickle):
-#: garbage under the key, not an outage, so it is read as a value that the
-#: manager warns about and overwrites, rather than as a storage fault (which
-#: would leave the garbage in place).
-DECODE_ERRORS: tuple[type[Exception], ...] = (UnicodeError, ValueError, pickle.UnpicklingError)
+def decode_errors() -> tuple[type[Exception], ...]:
+    """Errors a client raises on a value it cannot decode.
+
+    A ``decode_responses`` redis client on bytes that are not UTF-8, a Django
+    cache on a bad pickle: garbage under the key, not an outage. It is read
+    as a value the manager warns about and overwrites, rather than as a
+    storage fault (which would leave the garbage in place). A function, used
+    as ``except decode_errors():``, so that pickle is imported only then.
+    """
+    import pickle
+
+    return (UnicodeError, ValueError, pickle.UnpicklingError)
+
 
 #: What :func:`load` returns for such a value: not JSON, never a token.
 GARBAGE = "\ufffd"

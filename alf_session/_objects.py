@@ -15,11 +15,11 @@ from typing import Any
 
 from . import _fork
 from ._base import (
-    DECODE_ERRORS,
     DEFAULT_PREFIX,
     GARBAGE,
     TokenStorage,
     ceil_seconds,
+    decode_errors,
     floor_seconds,
     lock_key,
     text,
@@ -102,7 +102,7 @@ class ObjectStorage(TokenStorage):
     def load(self, key: str) -> str | None:
         try:
             return text(self.obj.get(key))
-        except DECODE_ERRORS:  # a value the object cannot decode: garbage, overwritten
+        except decode_errors():  # a value the object cannot decode: garbage, overwritten
             return GARBAGE
 
     def save(self, key: str, value: str, ttl: float | None) -> None:
@@ -194,7 +194,7 @@ class MemcacheStorage(ObjectStorage):
     def load(self, key: str) -> str | None:
         try:
             return text(self._call(self.obj.get, key))
-        except DECODE_ERRORS:  # the client's serde could not read it: garbage
+        except decode_errors():  # the client's serde could not read it: garbage
             return GARBAGE
 
     def save(self, key: str, value: str, ttl: float | None) -> None:

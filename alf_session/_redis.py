@@ -6,7 +6,7 @@ import math
 import secrets
 from typing import Any
 
-from ._base import DECODE_ERRORS, DEFAULT_PREFIX, GARBAGE, TokenStorage, lock_key, text
+from ._base import DEFAULT_PREFIX, GARBAGE, TokenStorage, decode_errors, lock_key, text
 
 __all__ = ["RedisStorage", "redis_from_url"]
 
@@ -71,7 +71,7 @@ class RedisStorage(TokenStorage):
     def load(self, key: str) -> str | None:
         try:
             return text(self.client.get(key))
-        except DECODE_ERRORS:  # decode_responses=True on bytes that aren't UTF-8
+        except decode_errors():  # decode_responses=True on bytes that aren't UTF-8
             return GARBAGE
 
     def save(self, key: str, value: str, ttl: float | None) -> None:

@@ -51,7 +51,7 @@ def need_binary(name: str) -> str:
     """The path of ``name``; skip (fail under ``CI=true``) without it."""
     path = shutil.which(name)
     if path is None:
-        reason = f"{name} is not installed (apt-get install {name.replace('-server', '')})"
+        reason = f"{name} is not installed (apt-get install {name})"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{reason}; CI=true requires every storage test to run")
         pytest.skip(reason)

@@ -134,13 +134,6 @@ def close_client(handle: Any) -> None:
         close()
 
 
-def _django_settings() -> None:
-    from django.conf import settings
-
-    if not settings.configured:
-        settings.configure()
-
-
 BACKENDS = [
     "memory",
     "file",
@@ -259,13 +252,13 @@ def _backend(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> Backe
         admin.close()
         return _memcache_backend(memcached, kind.rpartition("-")[2])
     if kind == "django-locmem":
-        _django_settings()
+        # Django caches made directly need no settings: none are configured,
+        # which leaves them to any other test that needs to.
         from django.core.cache.backends.locmem import LocMemCache
 
         location = f"alf-{time.monotonic_ns()}"  # LocMemCaches of one name share their data
         return Backend(lambda: LocMemCache(location, {}))
     if kind == "django-redis":
-        _django_settings()
         from django.core.cache.backends.redis import RedisCache
 
         server = request.getfixturevalue("redis_server")
@@ -416,12 +409,17 @@ def test_as_storage_picks_a_wrapper_for_each_kind_of_object(
     redis_server: RedisServer, memcached_server: MemcachedServer
 ) -> None:
     import redis
+    from django.core.cache import CacheHandler
+    from django.core.cache.backends.locmem import LocMemCache
+    from django.utils.connection import ConnectionProxy
     from pymemcache.client.base import Client, PooledClient
     from pymemcache.client.hash import HashClient
 
-    _django_settings()
-    from django.core.cache import cache
-    from django.core.cache.backends.locmem import LocMemCache
+    # What ``django.core.cache.cache`` is, without configuring global settings.
+    handler = CacheHandler(
+        {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    )
+    cache = ConnectionProxy(handler, "default")
 
     assert isinstance(as_storage(redis.Redis(port=redis_server.port)), RedisStorage)
     assert isinstance(as_storage(redis.StrictRedis(port=redis_server.port)), RedisStorage)

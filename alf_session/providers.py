@@ -26,6 +26,8 @@ from urllib.parse import parse_qsl, quote_plus, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError
+from urllib3.exceptions import TimeoutError as _Urllib3Timeout
 from urllib3.util.retry import Retry
 
 from .errors import (
@@ -452,12 +454,12 @@ class OAuth2Provider:
                 cert=self.cert,
                 proxies=self.proxies,
             )
-        except requests.Timeout as exc:
-            raise TokenRequestError(
-                f"token endpoint {url} did not answer within {self._timeout_text()}; "
-                "check that it is up, or raise token_timeout"
-            ) from exc
         except requests.RequestException as exc:
+            if _timed_out(exc):
+                raise TokenRequestError(
+                    f"token endpoint {url} did not answer within {self._timeout_text()}; "
+                    "check that it is up, or raise token_timeout"
+                ) from exc
             reason = self._redact(_root_cause(exc), secrets)
             raise TokenRequestError(f"could not reach token endpoint {url}: {reason}") from exc
         try:
@@ -758,6 +760,23 @@ def _describe_body(
         return f"an HTML page{found}"
     text = _SPACES.sub(" ", redact(text, secrets))
     return repr(text[:_QUOTE] + ("…" if len(text) > _QUOTE else ""))
+
+
+def _timed_out(exc: requests.RequestException) -> bool:
+    """Whether the request failed for want of an answer in time.
+
+    Once its retries are spent, urllib3 reports a read timeout as a
+    MaxRetryError, which requests turns into a ConnectionError rather than a
+    Timeout: look at the reason inside.
+    """
+    if isinstance(exc, requests.Timeout):
+        return True
+    for arg in exc.args:
+        reason = getattr(arg, "reason", arg)
+        # urllib3 makes "connection refused" a subclass of ConnectTimeoutError.
+        if isinstance(reason, _Urllib3Timeout) and not isinstance(reason, NewConnectionError):
+            return True
+    return False
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -512,8 +512,10 @@ def test_hanging_endpoint_gives_token_request_error_within_the_timeout(
     provider = ClientCredentials(hanging_endpoint, CLIENT_ID, CLIENT_SECRET, timeout=0.5, retry=0)
     with pytest.raises(TokenRequestError) as info:
         provider.fetch_token()
-    assert hanging_endpoint in str(info.value)
-    assert CLIENT_SECRET not in str(info.value)
+    assert str(info.value) == (
+        f"token endpoint {hanging_endpoint} did not answer within 0.5s; "
+        "check that it is up, or raise token_timeout"
+    )
 
 
 # -- custom providers and configuration ------------------------------------------------

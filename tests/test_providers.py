@@ -34,11 +34,12 @@ from alf_session import (
     TokenError,
     TokenHTTPError,
     TokenRequestError,
+    TokenSession,
     UnauthorizedClient,
     UnsupportedGrantType,
     default_retry,
 )
-from alf_session._servers import TokenServer
+from alf_session._servers import APIServer, TokenServer
 from alf_session.providers import as_provider
 
 from .helpers import CLIENT_ID, CLIENT_SECRET, PASSWORD, USERNAME, FakeClock
@@ -605,3 +606,15 @@ class TestConfiguration:
         text = repr(ClientCredentials(IDP, CLIENT_ID, CLIENT_SECRET, scope="a"))
         assert CLIENT_SECRET not in text
         assert CLIENT_ID in text
+
+
+@pytest.mark.timeout(15)
+def test_token_session_passes_token_timeout_and_retry_on(
+    hanging_endpoint: str, api_server: APIServer
+) -> None:
+    with TokenSession(
+        hanging_endpoint, CLIENT_ID, CLIENT_SECRET, token_timeout=0.5, token_retry=0
+    ) as session:
+        with pytest.raises(TokenRequestError, match="did not answer within 0.5s"):
+            session.get(f"{api_server.base_url}/orders")
+    assert api_server.calls == 0

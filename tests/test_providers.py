@@ -615,6 +615,6 @@ def test_token_session_passes_token_timeout_and_retry_on(
     with TokenSession(
         hanging_endpoint, CLIENT_ID, CLIENT_SECRET, token_timeout=0.5, token_retry=0
     ) as session:
-        with pytest.raises(TokenRequestError, match="did not answer within 0.5s"):
+        with pytest.raises(TokenRequestError, match=r"did not answer within 0\.5s"):
             session.get(f"{api_server.base_url}/orders")
     assert api_server.calls == 0

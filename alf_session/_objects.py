@@ -123,11 +123,9 @@ class ObjectStorage(TokenStorage):
     def acquire_lock(self, key: str, ttl: float) -> str | None:
         owner = secrets.token_hex(16)
         name = lock_key(key)
-        if self._lock_by == "set_nx":
-            assert self._ttl_keyword is not None  # noqa: S101 - set in __init__ with _lock_by
+        if self._lock_by == "set_nx" and self._ttl_keyword is not None:
             taken = self.obj.set(name, owner, nx=True, **{self._ttl_keyword: ceil_seconds(ttl)})
-        elif self._lock_by == "add" and self._add is not None:
-            assert self._add_ttl_keyword is not None  # noqa: S101 - set in __init__ with _lock_by
+        elif self._lock_by == "add" and self._add is not None and self._add_ttl_keyword:
             taken = self._add(name, owner, **{self._add_ttl_keyword: ceil_seconds(ttl)})
         else:
             return None

@@ -184,8 +184,7 @@ class FileStorage(TokenStorage):
         if os.name == "posix" and mode & 0o022:
             # They can't read a token (each file is 0600) but could replace one.
             log.warning(
-                "token storage directory %s is writable by other users (mode %o); "
-                "make it 0700",
+                "token storage directory %s is writable by other users (mode %o); make it 0700",
                 self.directory,
                 stat.S_IMODE(mode),
             )

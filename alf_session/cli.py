@@ -32,7 +32,7 @@ import requests
 from ._cliargs import UsageError, build_parser
 from .errors import ConfigurationError, InsecureTransportError, TokenError
 from .manager import TokenManager
-from .providers import ClientCredentials
+from .providers import ClientCredentials, _root_cause
 from .token import Token
 
 __all__ = ["main"]
@@ -325,23 +325,6 @@ def _describe(exc: BaseException) -> str:
         return f"{type(exc).__name__}: {_root_cause(exc)}"
     # Not ours: name it, but don't quote it (it might carry anything).
     return f"unexpected {type(exc).__name__}; run with --debug for the traceback"
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost reason of a transport error ("Connection refused")."""
-    seen: BaseException = exc
-    while seen.__cause__ is not None or seen.__context__ is not None:
-        nxt = seen.__cause__ or seen.__context__
-        if nxt is None or nxt is seen:
-            break
-        seen = nxt
-    for arg in exc.args:
-        reason = getattr(arg, "reason", None)
-        if isinstance(reason, BaseException):
-            seen = reason
-    text = re.sub(r"<[^>]*object at 0x[0-9a-f]+>:?\s*", "", str(seen))
-    text = re.sub(r"^HTTPS?Connection\([^)]*\):\s*", "", text)
-    return (text or type(seen).__name__)[:200]
 
 
 def _report(prog: str, message: str, secrets: Sequence[str]) -> None:

@@ -366,12 +366,12 @@ class OAuth2Provider:
         The new token keeps the old refresh token when the server sends none.
 
         Raises:
-            ValueError: ``token`` has no refresh token.
+            ConfigurationError: ``token`` has no refresh token.
             TokenError: the refresh failed; an :class:`OAuthError` (such as
                 ``invalid_grant``) means the refresh token is no longer good.
         """
         if not token.refresh_token:
-            raise ValueError("token has no refresh_token")
+            raise ConfigurationError("refresh() needs a token that has a refresh_token")
         data = {"grant_type": "refresh_token", "refresh_token": token.refresh_token}
         if self.scope:
             data["scope"] = self.scope
@@ -491,7 +491,7 @@ class OAuth2Provider:
             raise self._oauth_error(response, payload, secrets)
         if not 200 <= status < 300:
             if 300 <= status < 400:
-                where = response.headers.get("Location", "?")
+                where = response.headers.get("Location", "?")[:_QUOTE]
                 detail = (
                     f"a redirect to {where!r}, which is not followed because the request "
                     "carries the client secret; configure the final token URL"
@@ -781,7 +781,7 @@ def _timed_out(exc: requests.RequestException) -> bool:
 
 def _root_cause(exc: BaseException) -> str:
     """A short reason for a transport failure ("Connection refused")."""
-    seen = exc
+    seen: BaseException = exc
     while True:
         nxt = seen.__cause__ or seen.__context__
         if nxt is None or nxt is seen:
@@ -789,10 +789,12 @@ def _root_cause(exc: BaseException) -> str:
         seen = nxt
     for arg in getattr(exc, "args", ()):
         reason = getattr(arg, "reason", None)
-        if reason is not None:
+        if isinstance(reason, BaseException):
             seen = reason
-    text = str(seen)
-    text = re.sub(r"<[^>]*object at 0x[0-9a-f]+>:?\s*", "", text)
+    text = re.sub(r"<[^>]*object at 0x[0-9a-f]+>:?\s*", "", str(seen))
+    # urllib3 starts with "HTTPConnection(host=…, port=…): ", which the URL
+    # in our own message says already.
+    text = re.sub(r"^HTTPS?Connection\([^)]*\):\s*", "", text)
     return (text or type(seen).__name__)[:_QUOTE]
 
 

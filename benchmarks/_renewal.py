@@ -104,10 +104,10 @@ def measure_stall(env: Env, quick: bool) -> Result:
         )
     lifetimes = rounds * duration / 2
     result.notes += [
-        f"{rounds} x {duration:g} s per library ({lifetimes:g} token lifetimes), real API on",
-        "loopback; latencies pooled over all requests. 'failed': not 200 (e.g. a 401 for a",
-        "token that expired in flight) or raised. Peers' leeway is set to fit 2 s tokens",
-        "(see benchmarks/README.rst).",
+        f"{rounds} x {duration:g} s per library ({lifetimes:g} token lifetimes), real API on "
+        "loopback;",
+        "latencies pooled over all requests. 'failed': not 200 (e.g. a 401 for a token",
+        "that expired in flight) or raised. Peers' leeway is set to fit 2 s tokens (README).",
     ]
     return result
 

@@ -257,6 +257,7 @@ class Result:
     columns: list[Column]
     rows: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
     def add(self, library: str, **values: Any) -> None:
         self.rows.append({"library": library, **values})
@@ -265,7 +266,12 @@ class Result:
         self.rows.append({"library": library, "na": why})
 
     def to_json(self) -> dict[str, Any]:
-        return {"title": self.title, "rows": self.rows, "notes": self.notes}
+        return {
+            "title": self.title,
+            "rows": self.rows,
+            "notes": self.notes,
+            "seconds": self.seconds,
+        }
 
     def render(self) -> str:
         headers = ["library"] + [c.header for c in self.columns]
@@ -299,6 +305,7 @@ class Result:
             else:
                 out.append(f"{line[0].ljust(widths[0])}  {line[1]}")
         out.extend(f"  {note}" for note in self.notes)
+        out.append(f"  ({self.seconds:g} s)")
         return "\n".join(out)
 
 

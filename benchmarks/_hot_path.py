@@ -36,7 +36,7 @@ import alf_session
 
 
 def measure_hot_path(env: Env, quick: bool) -> Result:
-    rounds, batch = (9, 100) if quick else (31, 200)
+    rounds, batch = (7, 100) if quick else (31, 200)
     result = Result(
         1,
         MEASURES[1],
@@ -127,7 +127,6 @@ def measure_hot_path(env: Env, quick: bool) -> Result:
 
     def timed(name: str) -> tuple[float, float]:
         get = sessions[name].get
-        gc.collect()
         w0, c0 = time.perf_counter(), time.thread_time()
         for _ in range(batch):
             get(STUB_URL)
@@ -143,9 +142,11 @@ def measure_hot_path(env: Env, quick: bool) -> Result:
     order = [name for name in sessions if name != floor_name]
     shuffler = random.Random(1)
     pinned = pin_to_one_core()
+    gc.disable()
     try:
         _hot_rounds(rounds, order, floor_name, shuffler, timed, added_wall, added_cpu)
     finally:
+        gc.enable()
         if pinned is not None:
             os.sched_setaffinity(0, pinned)
     calls = {name: calls_per_request(session) for name, session in sessions.items()}
@@ -173,8 +174,9 @@ def measure_hot_path(env: Env, quick: bool) -> Result:
         f"{rounds} rounds x {batch} requests per library, each batch paired with a floor batch;",
         "µs: median of the batches; x floor and +µs: median of the paired differences (so",
         "x floor = 1 + added/floor); ±95%: confidence interval of +µs CPU. CPU =",
-        "time.thread_time(), the process pinned to one core. +calls: function calls per",
-        "request over the floor, counted by cProfile (exact, free of timing noise).",
+        "time.thread_time(), pinned to one core, the collector off within a batch (as timeit).",
+        "+calls: function calls per request over the floor, counted by cProfile (exact, free",
+        "of timing noise).",
         "floor: requests.Session whose auth sets the same static header; a session with no",
         "auth looks up ~/.netrc on every request (row 2). requests also scans os.environ for",
         f"proxies on every request, for every library alike (here {len(os.environ)} variables).",
@@ -217,6 +219,7 @@ def _hot_rounds(
     added_cpu: dict[str, list[float]],
 ) -> None:
     for _ in range(rounds):
+        gc.collect()  # once a round; batches run with the collector off, as timeit does
         shuffler.shuffle(order)
         for name in order:
             if shuffler.random() < 0.5:

@@ -57,7 +57,7 @@ def import_once(module: str, env: dict[str, str]) -> float:
 
 
 def measure_imports(env: Env, quick: bool) -> Result:
-    runs = 4 if quick else 15
+    runs = 3 if quick else 15
     result = Result(
         6,
         MEASURES[6],

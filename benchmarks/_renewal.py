@@ -48,7 +48,7 @@ def stall_run(
 
 
 def measure_stall(env: Env, quick: bool) -> Result:
-    rounds, duration = (1, 2.5) if quick else (2, 4.0)
+    rounds, duration = (1, 2.2) if quick else (2, 4.0)
     result = Result(
         4,
         MEASURES[4],

@@ -152,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         info = machine_info(env)
         print_header(info, args.quick, args.only)
         for number in args.only:
+            measure_started = time.perf_counter()
             result = RUNNERS[number](env, args.quick)
+            result.seconds = round(time.perf_counter() - measure_started, 1)
             results.append(result)
             print(result.render(), flush=True)
             print()

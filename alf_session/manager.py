@@ -335,6 +335,16 @@ class TokenManager:
         return new_token
 
     def _get_token_slow(self) -> Token:
+        entry = self._entry
+        if entry is not None and self._refreshing:
+            expires_at = entry.token.expires_at
+            if expires_at is not None and self._clock() < expires_at:
+                # Past the leeway but not expired, and a background refresh is
+                # already on its way: keep using this token rather than queue
+                # behind that refresh. No request waits on the token endpoint
+                # while a valid token exists.
+                self._count(1)
+                return entry.token
         if not self._flight.acquire(timeout=self.max_wait):
             raise TokenTimeout(
                 f"no token after waiting {self.max_wait:g}s for another thread's fetch "
@@ -537,7 +547,11 @@ class TokenManager:
         if fetched:
             # A token just fetched is not renewed at once, even if it says it
             # was issued long ago: that would be a second request for nothing.
-            refresh_at = max(refresh_at, now + _MIN_REUSE)
+            # But it still gets a background window before it goes stale: a
+            # floor of a whole _MIN_REUSE would close that window for tokens
+            # of a few seconds and make every renewal a foreground wait.
+            floor = min(_MIN_REUSE, (stale_at - now) * (self.refresh_ahead or 1.0))
+            refresh_at = max(refresh_at, now + floor)
         return min(refresh_at, stale_at), stale_at
 
     def _adopt(self, token: Token, *, fetched: bool) -> Token:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import inspect
 import ipaddress
 import json
 import logging
@@ -117,7 +116,13 @@ def default_retry(total: int = 3) -> Retry:
 _MAX_WAIT = 10
 # urllib3 2 takes Retry(backoff_max=...); 1.26 (which requests still allows)
 # has no such argument and reads the DEFAULT_BACKOFF_MAX class attribute.
-_RETRY_TAKES_BACKOFF_MAX = "backoff_max" in inspect.signature(Retry.__init__).parameters
+# The signature is read off the code object: importing inspect for it would
+# cost more than the rest of the package's import.
+_RETRY_INIT = Retry.__init__.__code__
+_RETRY_TAKES_BACKOFF_MAX = (
+    "backoff_max"
+    in _RETRY_INIT.co_varnames[: _RETRY_INIT.co_argcount + _RETRY_INIT.co_kwonlyargcount]
+)
 
 
 class _BoundedRetry(Retry):

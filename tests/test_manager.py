@@ -307,6 +307,41 @@ class TestBackgroundRefresh:
         assert token_server.count == 2
         assert manager.get_token() != first
 
+    def test_two_second_tokens_get_a_background_window(
+        self, token_server: TokenServer, make_manager: Maker, clock: FakeClock
+    ) -> None:
+        # 2 s tokens: usable for 1 s (leeway capped at half), renewed in the
+        # background at 0.75 s. The "not renewed at once" floor must not close
+        # that window, or every renewal becomes a foreground wait.
+        token_server.expires_in = 2
+        manager = make_manager(leeway=30, refresh_ahead=0.75, refresh_jitter=0)
+        first = manager.get_token()
+        clock.advance(0.8)
+        assert manager.get_token() is first  # served at once...
+        join_refreshers()  # ...while one refresh ran behind it
+        assert manager.stats.refreshes == 1
+        assert token_server.count == 2
+        assert manager.get_token() != first
+
+    def test_past_the_leeway_a_running_refresh_is_not_waited_for(
+        self, token_server: TokenServer, make_manager: Maker, clock: FakeClock
+    ) -> None:
+        # The refresh is slow; callers that reach the stale point before it
+        # lands keep the current token (still valid) instead of queueing.
+        token_server.expires_in = 100
+        manager = make_manager(leeway=10, refresh_ahead=0.5, refresh_jitter=0)
+        first = manager.get_token()
+        token_server.delay = 0.5
+        clock.advance(60)  # refresh window: starts the background refresh
+        assert manager.get_token() is first
+        assert len(refreshers()) == 1
+        clock.advance(35)  # 95 s: past the leeway, 5 s before it expires
+        tokens = run_threads(8, manager.get_token)
+        assert tokens == [first] * 8
+        join_refreshers()
+        assert token_server.count == 2  # the refresh only; nobody fetched in the foreground
+        assert manager.get_token() != first
+
     def test_refresh_uses_the_refresh_token_grant(
         self, token_server: TokenServer, make_manager: Maker, clock: FakeClock
     ) -> None:

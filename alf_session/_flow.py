@@ -88,18 +88,20 @@ def host_allowed(url: str | None, hosts: frozenset[str] | None) -> bool:
     return f"{host}:{port}" in hosts
 
 
-def has_authorization(headers: Mapping[str, str]) -> bool:
-    """Whether ``headers`` holds an ``Authorization`` header, in any case.
+def authorization(headers: Mapping[str, str]) -> str | None:
+    """The ``Authorization`` header in ``headers`` (any case), or ``None``.
 
-    ``requests``' ``CaseInsensitiveDict`` has no ``__contains__`` of its own:
-    ``in`` goes through ``Mapping.__contains__``, which raises and catches a
+    ``requests``' ``CaseInsensitiveDict`` has no ``__contains__`` or ``get`` of
+    its own: both go through ``Mapping``, which raises and catches a
     ``KeyError`` when the header is absent (the usual case for us), and that
-    costs more than the rest of the hot path (~1.3 µs). Its ``_store`` is keyed
-    by the lower-case name, so look there when it is exactly that class.
+    costs more than the rest of the hot path (~1 µs). Its ``_store`` maps the
+    lower-case name to ``(name, value)``, so look there when it is exactly
+    that class.
     """
     if type(headers) is CaseInsensitiveDict:
-        return "authorization" in headers._store  # type: ignore[attr-defined]  # private in types-requests
-    return "Authorization" in headers
+        item = headers._store.get("authorization")  # type: ignore[attr-defined]  # private in types-requests
+        return None if item is None else item[1]
+    return headers.get("Authorization")
 
 
 def attach(request: PreparedRequest, token: Token) -> None:
@@ -123,9 +125,9 @@ def sent_token(response: Response, request: PreparedRequest) -> Token | None:
         # request and its hops went elsewhere, so don't replay the chain.
         if token is None or response.request is None:
             return None
-        if response.request.headers.get("Authorization") != token.header_value:
+        if authorization(response.request.headers) != token.header_value:
             return None
-    elif request.headers.get("Authorization") != token.header_value:
+    elif authorization(request.headers) != token.header_value:
         return None
     return token
 

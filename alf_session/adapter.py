@@ -86,7 +86,7 @@ class TokenAdapter(HTTPAdapter):
 
     def send(self, request: PreparedRequest, *args: Any, **kwargs: Any) -> Response:
         token = None
-        header = request.headers.get("Authorization")
+        header = _flow.authorization(request.headers)
         mark = _mark_of(request)
         if mark is None:
             # A header the caller set wins; one requests made of ~/.netrc does not.

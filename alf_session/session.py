@@ -177,11 +177,11 @@ class TokenSession(requests.Session):
                 prepared = super().prepare_request(request)
             finally:
                 request.auth = None
-            if not _flow.has_authorization(prepared.headers):
+            if _flow.authorization(prepared.headers) is None:
                 _flow.attach(prepared, self.token_manager.get_token())
             return prepared
         prepared = super().prepare_request(request)
-        if not _flow.has_authorization(prepared.headers) and (
+        if _flow.authorization(prepared.headers) is None and (
             hosts is None or _flow.host_allowed(prepared.url, hosts)
         ):
             _flow.attach(prepared, self.token_manager.get_token())

@@ -47,6 +47,8 @@ _INF = math.inf
 # A freshly fetched token is reused for at least this long, even if the server
 # (or a skewed clock) says it is already expiring: no tight fetch loop, ever.
 _MIN_REUSE = 1.0
+# A storage fault, or garbage under our key, is logged at most this often.
+_WARN_INTERVAL = 60.0
 
 
 class TokenStats(NamedTuple):
@@ -204,6 +206,7 @@ class TokenManager:
         self._rejected: str | None = None  # access token an API refused (401)
         self._storage_down_until = 0.0  # time.monotonic()
         self._storage_warned_at = -_INF
+        self._garbage_warned_at = -_INF
         self._storage_failing = False
         self._counts = [0, 0, 0, 0, 0, 0]  # in TokenStats order
         self._init_locks()
@@ -598,8 +601,19 @@ class TokenManager:
             return Token.from_dict(json.loads(raw))
         except (ValueError, InvalidTokenResponse, RecursionError):
             # Garbage under our key: ignore it; the next save overwrites it.
-            self._count(4)
-            log.warning("ignoring an unreadable value under %s in %r", self._key, self.storage)
+            # Warned once a minute: a process polling a lock reads it often.
+            now = time.monotonic()
+            with self._mutex:
+                self._counts[4] += 1
+                warn = now - self._garbage_warned_at >= _WARN_INTERVAL
+                if warn:
+                    self._garbage_warned_at = now
+            if warn:
+                log.warning(
+                    "ignoring an unreadable value under %s in %r; it will be overwritten",
+                    self._key,
+                    self.storage,
+                )
             return None
 
     def _store(self, token: Token) -> None:
@@ -666,7 +680,7 @@ class TokenManager:
             self._counts[4] += 1
             self._storage_down_until = now + self.storage_retry_interval
             self._storage_failing = True
-            warn = now - self._storage_warned_at >= 60.0
+            warn = now - self._storage_warned_at >= _WARN_INTERVAL
             if warn:
                 self._storage_warned_at = now
         if warn:

@@ -336,6 +336,20 @@ def test_garbage_under_the_key_is_overwritten(
     assert idp.count == 1
 
 
+def test_garbage_is_warned_about_once_a_minute_not_per_read(
+    credentials: Credentials, idp: TokenServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = MemoryStorage()
+    manager = TokenManager(credentials(), storage)
+    assert manager._key is not None
+    storage.save(manager._key, "{not json", None)
+    for _ in range(5):
+        assert manager._load() is None
+    warnings = [r for r in caplog.records if "unreadable value" in r.getMessage()]
+    assert len(warnings) == 1
+    assert manager.stats.storage_errors == 5  # each one still counted
+
+
 def test_stored_bytes_hold_no_secret(
     raw_backend: Backend, credentials: Credentials, idp: TokenServer
 ) -> None:

@@ -22,6 +22,7 @@ seconds, and carries on with its memory and the token endpoint.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import math
@@ -208,7 +209,8 @@ class TokenManager:
         self._storage_warned_at = -_INF
         self._garbage_warned_at = -_INF
         self._storage_failing = False
-        self._counts = [0, 0, 0, 0, 0, 0]  # in TokenStats order
+        self._counts = [0, 0, 0, 0, 0, 0]  # in TokenStats order; hits are counted apart
+        self._start_hit_counter(0)
         self._init_locks()
         _fork.register(self)
 
@@ -226,17 +228,36 @@ class TokenManager:
         if callable(reset):
             reset()
 
+    def _start_hit_counter(self, start: int) -> None:
+        # Hits are the hot path: an itertools.count advances in one C call,
+        # atomic without a lock (also without a GIL), where a locked int costs
+        # a lock round trip per request. Reading it advances it too, so reads
+        # are counted and taken off (see stats).
+        self._hit_counter = itertools.count(start)
+        self._hit = self._hit_counter.__next__
+        self._hit_reads = 0
+
+    def _hits(self) -> int:
+        """The hit count; caller holds ``_mutex`` (so reads are counted one at a time)."""
+        value = next(self._hit_counter) - self._hit_reads
+        self._hit_reads += 1
+        return value
+
     def __getstate__(self) -> dict[str, Any]:
         # Pickled with a TokenSession (requests.Session pickles its __attrs__),
         # e.g. for a spawned process: locks and a remembered failure stay here.
         state = self.__dict__.copy()
-        for name in ("_flight", "_mutex", "_refreshing", "_failure"):
+        with self._mutex:
+            state["_hit_counter"] = self._hits()
+        for name in ("_flight", "_mutex", "_refreshing", "_failure", "_hit", "_hit_reads"):
             state.pop(name, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        hits = state.pop("_hit_counter")
         self.__dict__.update(state)
         self._failure = None
+        self._start_hit_counter(hits)
         self._init_locks()
         _fork.register(self)
 
@@ -250,7 +271,9 @@ class TokenManager:
     def stats(self) -> TokenStats:
         """The counters, as a :class:`TokenStats` snapshot."""
         with self._mutex:
-            return TokenStats(*self._counts)
+            counts = list(self._counts)
+            counts[1] = self._hits()
+        return TokenStats(*counts)
 
     def get_token(self) -> Token:
         """A valid token: from memory, from storage or freshly fetched.
@@ -264,11 +287,10 @@ class TokenManager:
         if entry is not None:
             now = self._clock()
             if now < entry.refresh_at:
-                with self._mutex:  # self._count(1), inlined: this is the hot path
-                    self._counts[1] += 1
+                self._hit()
                 return entry.token
             if now < entry.stale_at:
-                self._count(1)
+                self._hit()
                 self._refresh_in_background(entry)
                 return entry.token
         return self._get_token_slow()
@@ -346,7 +368,7 @@ class TokenManager:
                 # already on its way: keep using this token rather than queue
                 # behind that refresh. No request waits on the token endpoint
                 # while a valid token exists.
-                self._count(1)
+                self._hit()
                 return entry.token
         if not self._flight.acquire(timeout=self.max_wait):
             raise TokenTimeout(
@@ -357,7 +379,7 @@ class TokenManager:
             now = self._clock()
             entry = self._entry
             if entry is not None and now < entry.stale_at:
-                self._count(1)  # another thread got it while we waited
+                self._hit()  # another thread got it while we waited
                 return entry.token
             failure = self._failure
             if failure is not None and now < failure.until:

@@ -87,6 +87,23 @@ class TestCaching:
         assert (stats.fetches, stats.hits) == (1, 200)
         assert all(isinstance(n, int) for n in stats)
 
+    def test_hits_are_counted_exactly_under_contention(
+        self, token_server: TokenServer, make_manager: Maker
+    ) -> None:
+        manager = make_manager()
+        manager.get_token()
+        assert manager.stats.hits == 0  # reading the counters does not count as a hit
+
+        def many() -> None:
+            for _ in range(2000):
+                manager.get_token()
+            assert manager.stats.fetches == 1  # reads interleaved with hits
+
+        run_threads(16, many)
+        assert manager.stats.hits == 16 * 2000
+        assert manager.stats.hits == 16 * 2000
+        assert token_server.count == 1
+
     def test_expired_token_is_replaced(
         self, token_server: TokenServer, make_manager: Maker, clock: FakeClock
     ) -> None:

@@ -22,11 +22,9 @@ from .errors import ConfigurationError
 if TYPE_CHECKING:
     from requests import PreparedRequest, Response
 
+    from .manager import TokenManager
     from .token import Token
 
-# The Token attached to a PreparedRequest by us; copies made by requests for
-# redirect hops do not carry it, which is what keeps a token off such hops.
-TOKEN_ATTR = "_alf_session_token"  # noqa: S105 - an attribute name
 # Set on the PreparedRequest of a retry, so that it is never retried again.
 RETRIED_ATTR = "_alf_session_retried"
 
@@ -105,31 +103,40 @@ def authorization(headers: Mapping[str, str]) -> str | None:
 
 
 def attach(request: PreparedRequest, token: Token) -> None:
-    """Put ``token`` on ``request`` and remember that we did (as ``TOKEN_ATTR``)."""
-    request.headers["Authorization"] = token.header_value
-    request._alf_session_token = token  # type: ignore[attr-defined]  # TOKEN_ATTR, set without setattr(): hot path
+    """Put ``token`` on ``request``.
+
+    Nothing else is written to the request: which token it carries is told by
+    its header (see :func:`sent_token`). Adding an attribute to every request
+    would turn its key-sharing ``__dict__`` into a private one, which costs
+    more than the rest of the hot path.
+    """
+    headers = request.headers
+    if type(headers) is CaseInsensitiveDict:
+        # What CaseInsensitiveDict.__setitem__ does, without its Python frame.
+        headers._store["authorization"] = ("Authorization", token.header_value)  # type: ignore[attr-defined]  # private in types-requests
+    else:
+        headers["Authorization"] = token.header_value
 
 
-def sent_token(response: Response, request: PreparedRequest) -> Token | None:
-    """The token that a 401 ``response`` to ``request`` refused, if it calls for a retry.
+def sent_token(response: Response, request: PreparedRequest, manager: TokenManager) -> Token | None:
+    """The token of ``manager`` that a 401 ``response`` to ``request`` refused,
+    if it calls for a retry.
 
-    A retry is called for when the response is a 401 to the very request we put
-    the token on (not a redirect hop, whose header requests may have stripped),
-    that request still carried our header, and it was not itself a retry.
+    A retry is called for when the response is a 401, the request that got it
+    (``request`` itself, or its last redirect hop) carried a token ``manager``
+    handed out, ``request`` carried the same one (so a hop that requests
+    stripped, or filled from ``~/.netrc``, does not count), and neither was
+    already a retry.
     """
     if response.status_code != 401 or getattr(request, RETRIED_ATTR, False):
         return None
-    token: Token | None = getattr(request, TOKEN_ATTR, None)
-    if token is None or response.request is not request:
-        # Either not ours, or the 401 came from a redirect hop; the original
-        # request and its hops went elsewhere, so don't replay the chain.
-        if token is None or response.request is None:
-            return None
-        if authorization(response.request.headers) != token.header_value:
-            return None
-    elif authorization(request.headers) != token.header_value:
+    final = response.request
+    if final is None or getattr(final, RETRIED_ATTR, False):
         return None
-    return token
+    header = authorization(final.headers)
+    if header is None or (final is not request and authorization(request.headers) != header):
+        return None
+    return manager._token_for_header(header)
 
 
 def replayable(request: PreparedRequest) -> bool:

@@ -85,7 +85,6 @@ class TokenAdapter(HTTPAdapter):
         super().__init__(**kwargs)
 
     def send(self, request: PreparedRequest, *args: Any, **kwargs: Any) -> Response:
-        token = None
         header = _flow.authorization(request.headers)
         mark = _mark_of(request)
         if mark is None:
@@ -93,8 +92,7 @@ class TokenAdapter(HTTPAdapter):
             if (header is None or _flow.from_netrc(request.url, header)) and (
                 self.token_hosts is None or _flow.host_allowed(request.url, self.token_hosts)
             ):
-                token = self.manager.get_token()
-                _flow.attach(request, token)
+                _flow.attach(request, self.manager.get_token())
                 mark = _Authorized(_flow.origin(request.url))
                 request.register_hook("response", mark)  # type: ignore[no-untyped-call]  # untyped in requests
         elif (
@@ -104,10 +102,14 @@ class TokenAdapter(HTTPAdapter):
         ):
             # A redirect hop within the origin the token went to, where
             # requests' rebuild_auth put ~/.netrc credentials over it.
-            token = self.manager.get_token()
-            _flow.attach(request, token)
+            _flow.attach(request, self.manager.get_token())
         response = super().send(request, *args, **kwargs)
-        if token is None or _flow.sent_token(response, request) is None:
+        if response.status_code != 401:
+            return response
+        # Ours if it carries a token of our manager: put on here, or kept by
+        # requests on a redirect hop within the origin it was put on for.
+        token = _flow.sent_token(response, request, self.manager)
+        if token is None:
             return response
         if not _flow.replayable(request):
             self.manager.invalidate(token)  # not retried, but refused all the same

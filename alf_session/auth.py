@@ -68,7 +68,7 @@ class BearerAuth(AuthBase):
 
     def _on_response(self, response: Response, **kwargs: Any) -> Response:
         request = response.request
-        token = _flow.sent_token(response, request)
+        token = _flow.sent_token(response, request, self.manager)
         if token is None:
             return response
         if not _flow.replayable(request):

@@ -50,6 +50,9 @@ _INF = math.inf
 _MIN_REUSE = 1.0
 # A storage fault, or garbage under our key, is logged at most this often.
 _WARN_INTERVAL = 60.0
+# How many of its latest tokens a manager recognises in a 401's request: a
+# request may be answered after a token or two more have been adopted.
+_HANDED_KEPT = 8
 
 
 class TokenStats(NamedTuple):
@@ -205,6 +208,9 @@ class TokenManager:
         self._entry: _Entry | None = None
         self._failure: _Failure | None = None
         self._rejected: str | None = None  # access token an API refused (401)
+        # The last tokens handed out, by header value: a 401 names the token it
+        # refused by the header the request carried (see _token_for_header).
+        self._handed: dict[str, Token] = {}
         self._storage_down_until = 0.0  # time.monotonic()
         self._storage_warned_at = -_INF
         self._garbage_warned_at = -_INF
@@ -346,6 +352,17 @@ class TokenManager:
     def _count(self, index: int, n: int = 1) -> None:
         with self._mutex:
             self._counts[index] += n
+
+    def _token_for_header(self, value: str | None) -> Token | None:
+        """The token this manager handed out whose header value is ``value``.
+
+        How a 401 tells that the request carried one of our tokens (and which),
+        without marking every request on the hot path.
+        """
+        if value is None:
+            return None
+        with self._mutex:
+            return self._handed.get(value)
 
     def _replace_refused(self, token: Token) -> Token:
         """An API answered 401 to ``token``: drop it (only it) and get another."""
@@ -596,6 +613,11 @@ class TokenManager:
                 # the same answer. Wait for expiry instead of looping.
                 refresh_at = stale_at
             self._entry = _Entry(token, refresh_at, stale_at)
+            handed = self._handed
+            handed.pop(token.header_value, None)
+            handed[token.header_value] = token
+            while len(handed) > _HANDED_KEPT:
+                del handed[next(iter(handed))]
             self._failure = None
             if not fetched:
                 self._counts[5] += 1

@@ -216,7 +216,7 @@ class TokenSession(requests.Session):
         response = super().send(request, **kwargs)
         if response.status_code != 401:  # the hot path: no further call
             return response
-        token = _flow.sent_token(response, request)
+        token = _flow.sent_token(response, request, self.token_manager)
         if token is None:
             return response
         if not _flow.replayable(request):

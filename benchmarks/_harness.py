@@ -44,6 +44,7 @@ MEASURES = {
     4: "Expiry stall: 8 threads over several 2 s token lifetimes, token endpoint 300 ms",
     5: "401 recovery after the server revoked the token",
     6: "Import time (fresh interpreter)",
+    7: "Hot path in CPU instructions (callgrind; only with --only 7)",
 }
 
 

@@ -53,6 +53,7 @@ from _harness import (
 )
 from _hot_path import measure_hot_path
 from _imports import measure_imports
+from _instructions import instructions_worker, measure_instructions
 from _peers import CONTENDERS
 from _renewal import measure_recovery, measure_stall
 from _sharing import herd_worker, measure_herd, measure_round_trips
@@ -66,7 +67,10 @@ RUNNERS: dict[int, Callable[[Env, bool], Result]] = {
     4: measure_stall,
     5: measure_recovery,
     6: measure_imports,
+    7: measure_instructions,
 }
+# Slow (minutes under valgrind): run only when named in --only.
+OPT_IN = {7}
 
 
 def version(dist: str) -> str:
@@ -120,19 +124,28 @@ def parse_only(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--only takes numbers like 2,3,5; not {text!r}") from None
     unknown = [n for n in numbers if n not in RUNNERS]
     if unknown or not numbers:
-        raise argparse.ArgumentTypeError(f"measures are 1-6; not {text!r}")
+        raise argparse.ArgumentTypeError(f"measures are 1-7; not {text!r}")
     return numbers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds: under a minute")
-    parser.add_argument("--only", type=parse_only, default=sorted(RUNNERS), help="e.g. 2,3,5")
+    parser.add_argument(
+        "--only",
+        type=parse_only,
+        default=sorted(set(RUNNERS) - OPT_IN),
+        help="e.g. 2,3,5; 7 (callgrind instruction counts, several minutes) runs only if named",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--herd-worker", metavar="SPEC", help=argparse.SUPPRESS)
+    parser.add_argument("--instructions-worker", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.herd_worker:
         herd_worker(json.loads(args.herd_worker))
+        return 0
+    if args.instructions_worker:
+        instructions_worker(json.loads(args.instructions_worker))
         return 0
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")

@@ -284,6 +284,34 @@ class TestAllClients:
         token = client.manager.get_token()
         assert api_server.seen == [token.header_value, token.header_value]
 
+    def test_401_after_a_same_host_redirect_is_retried_once(
+        self, client: Client, token_server: TokenServer, api_server: APIServer
+    ) -> None:
+        old = client.manager.get_token()
+        token_server.revoke()  # /redirect answers regardless; /landed refuses
+        response = client.get(f"{api_server.base_url}/redirect", params={"to": "/landed"})
+        new = client.manager.get_token()
+        assert response.status_code == 200
+        assert response.json()["path"] == "/landed"
+        assert new != old
+        # the hop that was refused is sent once more, with the new token
+        assert api_server.seen == [old.header_value, old.header_value, new.header_value]
+        assert api_server.unauthorized == 1
+        assert token_server.count == 2
+        assert client.manager.stats.retries_on_401 == 1
+
+    def test_401_after_a_cross_host_redirect_is_not_retried(
+        self, client: Client, token_server: TokenServer, api_server: APIServer
+    ) -> None:
+        client.manager.get_token()
+        token_server.revoke()
+        target = other_host(api_server, "/landed")
+        response = client.get(f"{api_server.base_url}/redirect", params={"to": target})
+        assert response.status_code == 401  # the other origin got no token of ours
+        assert api_server.calls == 2
+        assert token_server.count == 1
+        assert client.manager.stats.retries_on_401 == 0
+
     def test_netrc_never_displaces_the_token(
         self, client: Client, api_server: APIServer, netrc: Callable[[str], None]
     ) -> None:

@@ -1,0 +1,138 @@
+"""Measure 7: the hot path in CPU instructions, counted by valgrind's callgrind.
+
+Wall and CPU time on a shared machine move by several µs between runs, which
+is as much as the whole difference between the leanest libraries. An
+instruction count does not move: callgrind counts the same total for the same
+program and inputs whatever else the machine is doing. Each library runs
+twice in a fresh interpreter under callgrind, once with 0 and once with N
+cached-token requests after the same set-up and warm-up; the difference
+divided by N is what one request costs, start-up taken out.
+
+Slow (callgrind runs Python some 50x slower), so it runs only when asked for
+with ``--only 7``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+import requests
+from _harness import (
+    MEASURES,
+    STUB_BASE,
+    STUB_URL,
+    Column,
+    Env,
+    Result,
+    StaticBearer,
+    StubAdapter,
+    ratio,
+)
+from _peers import BY_NAME, CONTENDERS
+
+RUN_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run.py")
+FLOOR = "requests.Session + static auth (floor)"
+_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+
+
+def instructions_worker(spec: dict[str, Any]) -> None:
+    """Set up one library, warm it up, then make ``spec["n"]`` requests (run
+    as ``run.py --instructions-worker`` under callgrind)."""
+    name = spec["name"]
+    if name == FLOOR:
+        session = requests.Session()
+        session.auth = StaticBearer("Bearer " + "x" * 40)
+        contender = None
+    else:
+        contender = BY_NAME[name]
+        session = contender.build(spec["token_url"], redis_port=spec["redis_port"])
+    session.mount(STUB_BASE, StubAdapter())
+    first = contender.call(session, STUB_URL) if contender else session.get(STUB_URL)
+    if first.status_code != 200:
+        raise SystemExit(f"{name}: first request answered {first.status_code}")
+    for _ in range(100):
+        session.get(STUB_URL)
+    for _ in range(spec["n"]):
+        session.get(STUB_URL)
+
+
+def _count(valgrind: str, spec: dict[str, Any]) -> int:
+    env = dict(os.environ, PYTHONHASHSEED="0")  # same dict layouts in every run
+    done = subprocess.run(
+        [
+            valgrind,
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            RUN_SCRIPT,
+            "--instructions-worker",
+            json.dumps(spec),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
+    found = _COLLECTED.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"callgrind run failed: {tail[:100]}")
+    return int(found.group(1))
+
+
+def measure_instructions(env: Env, quick: bool) -> Result:
+    n = 300 if quick else 1000
+    result = Result(
+        7,
+        MEASURES[7],
+        [
+            Column("instructions", "instructions / request", lambda x: f"{x:,.0f}"),
+            Column("ratio", "x floor", ratio),
+            Column("added", "+ over floor", lambda x: f"{x:+,.0f}"),
+        ],
+    )
+    valgrind = shutil.which("valgrind")
+    names = [FLOOR] + [c.name for c in CONTENDERS]
+    if valgrind is None:
+        for name in names:
+            result.na(name, "valgrind is not installed (apt-get install valgrind)")
+        return result
+    per_request: dict[str, float] = {}
+    for name in names:
+        contender = BY_NAME.get(name)
+        why = contender.missing(env) if contender else None
+        if why:
+            result.na(name, why)
+            continue
+        spec = {"name": name, "token_url": env.token_url, "redis_port": env.redis_port}
+        try:
+            base = _count(valgrind, {**spec, "n": 0})
+            full = _count(valgrind, {**spec, "n": n})
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            result.na(name, str(exc))
+            continue
+        per_request[name] = (full - base) / n
+    floor = per_request.get(FLOOR)
+    for name in names:
+        if name not in per_request:
+            continue
+        value = per_request[name]
+        result.add(
+            name,
+            instructions=value,
+            ratio=None if floor is None else value / floor,
+            added=None if floor is None else value - floor,
+        )
+    result.notes.append(
+        f"callgrind instruction counts, {n} cached-token requests after set-up and 100 warm-up "
+        "requests, minus the same run with 0; PYTHONHASHSEED=0. Repeatable to a few hundred "
+        "instructions whatever the machine's load."
+    )
+    return result

@@ -8,9 +8,19 @@ Kept apart from :mod:`alf_session.storage` so that the backend modules
 from __future__ import annotations
 
 import math
+import os
 from typing import Protocol, runtime_checkable
 
 DEFAULT_PREFIX = "alf_session:"
+
+
+def new_owner() -> str:
+    """A random lock owner: 128 bits from the OS's CSPRNG, in hex.
+
+    What ``secrets.token_hex(16)`` returns, without importing :mod:`secrets`
+    (1.6 ms, a sixth of the package's import time) for one line.
+    """
+    return os.urandom(16).hex()
 
 
 @runtime_checkable

@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 import stat
 import tempfile
 import threading
@@ -14,7 +13,7 @@ import time
 from typing import Protocol
 
 from . import _fork
-from ._base import DEFAULT_PREFIX, TokenStorage
+from ._base import DEFAULT_PREFIX, TokenStorage, new_owner
 
 __all__ = ["FileStorage"]
 
@@ -268,7 +267,7 @@ class FileStorage(TokenStorage):
         lock = self._new_lock(self._path(key, ".lock"))
         if not lock.acquire(0):
             return None
-        owner = secrets.token_hex(16)
+        owner = new_owner()
         _held.add(owner, lock, ttl)
         return owner
 

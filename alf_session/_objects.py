@@ -8,7 +8,6 @@ probed for a TTL keyword and ``nx``, and ``add`` is used as a lock).
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +21,7 @@ from ._base import (
     decode_errors,
     floor_seconds,
     lock_key,
+    new_owner,
     text,
 )
 
@@ -121,7 +121,7 @@ class ObjectStorage(TokenStorage):
             self.obj.set(key, "", **self._ttl(1, self._ttl_keyword))
 
     def acquire_lock(self, key: str, ttl: float) -> str | None:
-        owner = secrets.token_hex(16)
+        owner = new_owner()
         name = lock_key(key)
         if self._lock_by == "set_nx" and self._ttl_keyword is not None:
             taken = self.obj.set(name, owner, nx=True, **{self._ttl_keyword: ceil_seconds(ttl)})
@@ -214,7 +214,7 @@ class MemcacheStorage(ObjectStorage):
     def acquire_lock(self, key: str, ttl: float) -> str | None:
         if self._add is None:
             return None
-        owner = secrets.token_hex(16)
+        owner = new_owner()
         taken = self._call(self._add, lock_key(key), owner, expire=ceil_seconds(ttl), noreply=False)
         return owner if taken else None
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
-import secrets
 from typing import Any
 
-from ._base import DEFAULT_PREFIX, GARBAGE, TokenStorage, decode_errors, lock_key, text
+from ._base import DEFAULT_PREFIX, GARBAGE, TokenStorage, decode_errors, lock_key, new_owner, text
 
 __all__ = ["RedisStorage", "redis_from_url"]
 
@@ -27,7 +26,7 @@ class RedisStorage(TokenStorage):
 
     Each token is one JSON string with a TTL (``PX``) that ends no later than
     the token. The fetch lock is ``SET lock owner NX PX ttl`` with a random
-    owner from :mod:`secrets`, released by a Lua compare-and-delete, so only
+    owner from the OS's CSPRNG, released by a Lua compare-and-delete, so only
     its owner can release it and a dead owner's lock expires by itself.
     Token and lock keys share a ``{hash tag}``, hence one cluster slot.
 
@@ -88,7 +87,7 @@ class RedisStorage(TokenStorage):
             self._compare_and_delete(keys=[key], args=[expected])
 
     def acquire_lock(self, key: str, ttl: float) -> str | None:
-        owner = secrets.token_hex(16)
+        owner = new_owner()
         taken = self.client.set(lock_key(key), owner, nx=True, px=max(1, math.ceil(ttl * 1000)))
         return owner if taken else None
 

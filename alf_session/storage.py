@@ -43,14 +43,13 @@ Contract for implementers (subclass :class:`TokenStorage`):
 from __future__ import annotations
 
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from . import _fork
-from ._base import DEFAULT_PREFIX, KeyValueStore, TokenStorage
+from ._base import DEFAULT_PREFIX, KeyValueStore, TokenStorage, new_owner
 from ._encrypted import EncryptedStorage
 from ._file import FileStorage
 from ._objects import DjangoCacheStorage, MemcacheStorage, ObjectStorage
@@ -128,7 +127,7 @@ class MemoryStorage(TokenStorage):
             held = self._locks.get(key)
             if held is not None and held[1] > now:
                 return None
-            owner = secrets.token_hex(16)
+            owner = new_owner()
             self._locks[key] = (owner, now + ttl)
             return owner
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 #: Credentials of the ``token_server`` fixture. The secret has characters that
 #: RFC 6749 §2.3.1 form-url-encoding changes, so Basic auth is tested for real.
@@ -37,3 +39,25 @@ class FakeClock:
 
     def __repr__(self) -> str:
         return f"FakeClock({self._now:.3f})"
+
+
+def run_threads(n: int, target: Callable[[], Any]) -> list[Any]:
+    """Run ``target`` in ``n`` threads released together by a barrier; their
+    results in order (an exception where one raised)."""
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+
+    def work(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = target()
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+        assert not thread.is_alive()
+    return results

@@ -26,7 +26,7 @@ from alf_session import (
 )
 from alf_session._servers import APIServer, TokenServer
 
-from .helpers import CLIENT_ID, CLIENT_SECRET, PASSWORD, USERNAME, FakeClock
+from .helpers import CLIENT_ID, CLIENT_SECRET, PASSWORD, USERNAME, FakeClock, run_threads
 
 Maker = Callable[..., TokenManager]
 
@@ -39,27 +39,6 @@ def join_refreshers() -> None:
     for thread in refreshers():
         thread.join(10)
         assert not thread.is_alive()
-
-
-def run_threads(n: int, target: Callable[[], Any]) -> list[Any]:
-    """Run ``target`` in ``n`` threads released together; results (or exceptions)."""
-    barrier = threading.Barrier(n)
-    results: list[Any] = [None] * n
-
-    def work(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = target()
-        except Exception as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-        assert not thread.is_alive()
-    return results
 
 
 class TestCaching:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import pickle
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from alf_session import (
 )
 from alf_session._servers import APIServer, TokenServer
 
-from .helpers import CLIENT_ID, CLIENT_SECRET, FakeClock
+from .helpers import CLIENT_ID, CLIENT_SECRET, FakeClock, run_threads
 
 Maker = Callable[..., TokenManager]
 
@@ -116,22 +115,8 @@ class TestAllClients:
         self, client: Client, token_server: TokenServer, api_server: APIServer
     ) -> None:
         token_server.delay = 0.2
-        barrier = threading.Barrier(32)
-        statuses: list[int] = []
-        lock = threading.Lock()
-
-        def work() -> None:
-            barrier.wait()
-            status = client.get(f"{api_server.base_url}/x").status_code
-            with lock:
-                statuses.append(status)
-
-        threads = [threading.Thread(target=work) for _ in range(32)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-        assert statuses == [200] * 32
+        responses = run_threads(32, lambda: client.get(f"{api_server.base_url}/x"))
+        assert [r.status_code for r in responses] == [200] * 32
         assert token_server.count == 1
         assert api_server.calls == 32
 
@@ -243,22 +228,8 @@ class TestAllClients:
     ) -> None:
         old = client.manager.get_token()
         token_server.revoke()
-        barrier = threading.Barrier(32)
-        statuses: list[int] = []
-        lock = threading.Lock()
-
-        def work() -> None:
-            barrier.wait()
-            status = client.get(f"{api_server.base_url}/x").status_code
-            with lock:
-                statuses.append(status)
-
-        threads = [threading.Thread(target=work) for _ in range(32)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-        assert statuses == [200] * 32
+        responses = run_threads(32, lambda: client.get(f"{api_server.base_url}/x"))
+        assert [r.status_code for r in responses] == [200] * 32
         assert token_server.count == 2  # the first token and one replacement
         assert api_server.unauthorized == api_server.seen.count(old.header_value)
         assert api_server.calls == 32 + api_server.unauthorized

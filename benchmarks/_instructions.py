@@ -8,8 +8,9 @@ fresh interpreter under callgrind, which counts only inside the measured loop:
 the N cached-token requests are driven by ``itertools.starmap`` (which
 requests and the libraries never use), and callgrind collects only within
 ``starmap_next``. Set-up, imports and warm-up are not counted at all, so the
-figure repeats exactly from run to run (subtracting a second run's start-up
-instead left a spread of several thousand instructions per request).
+figure repeats from run to run to within a few dozen instructions per request
+(two runs here: at most 77 apart out of ~2.3 million); subtracting a second
+run's start-up instead left a spread of several thousand.
 
 Slow (callgrind runs Python some 50x slower), so it runs only when asked for
 with ``--only 7``.
@@ -137,7 +138,7 @@ def measure_instructions(env: Env, quick: bool) -> Result:
         )
     result.notes.append(
         f"callgrind instruction counts of {n} cached-token requests, collected only inside "
-        "the measured loop (after set-up and 100 warm-up requests); PYTHONHASHSEED=0. The "
-        "same count on every run, whatever the machine's load."
+        "the measured loop (after set-up and 100 warm-up requests); PYTHONHASHSEED=0. Runs "
+        "repeat to within a few dozen instructions per request, whatever the machine's load."
     )
     return result

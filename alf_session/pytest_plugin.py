@@ -69,12 +69,8 @@ def alf_token_server(request: pytest.FixtureRequest) -> Iterator[TokenServer]:
 
     marker = request.node.get_closest_marker("alf_token_server")
     options: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
-    server = TokenServer(**options)
-    server.start()
-    try:
+    with TokenServer(**options) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -98,12 +94,8 @@ def alf_api_server(alf_token_server: TokenServer) -> Iterator[APIServer]:
     """A running API on 127.0.0.1 that accepts the valid tokens of ``alf_token_server``."""
     from .testing import APIServer
 
-    server = APIServer(alf_token_server)
-    server.start()
-    try:
+    with APIServer(alf_token_server) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

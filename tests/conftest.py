@@ -38,22 +38,14 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def token_server(clock: FakeClock) -> Iterator[TokenServer]:
-    server = TokenServer(CLIENT_ID, CLIENT_SECRET, users={USERNAME: PASSWORD}, clock=clock)
-    server.start()
-    try:
+    with TokenServer(CLIENT_ID, CLIENT_SECRET, users={USERNAME: PASSWORD}, clock=clock) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def api_server(token_server: TokenServer) -> Iterator[APIServer]:
-    server = APIServer(token_server)
-    server.start()
-    try:
+    with APIServer(token_server) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -207,18 +207,14 @@ def redis_client(redis_server: RedisServer) -> Iterator[Any]:
 
 @pytest.fixture
 def idp() -> Iterator[TokenServer]:
-    server = TokenServer(CLIENT_ID, CLIENT_SECRET, expires_in=3600)
-    server.start()
-    yield server
-    server.stop()
+    with TokenServer(CLIENT_ID, CLIENT_SECRET, expires_in=3600) as server:
+        yield server
 
 
 @pytest.fixture
 def idp_api(idp: TokenServer) -> Iterator[APIServer]:
-    server = APIServer(idp)
-    server.start()
-    yield server
-    server.stop()
+    with APIServer(idp) as server:
+        yield server
 
 
 @pytest.fixture

@@ -23,6 +23,8 @@ from alf_session import (
 from alf_session._base import lock_key
 from alf_session._servers import APIServer, TokenServer
 
+from .helpers import stored
+
 if TYPE_CHECKING:
     from tests.storage_fixtures import RedisServer
 
@@ -121,6 +123,7 @@ def test_token_and_lock_share_a_cluster_slot(
     assert key is not None and key.startswith("svc:{")
     assert client.keyslot(key) == client.keyslot(lock_key(key))
     manager.get_token()
+    stored(manager)
     assert client.exists(key)
     client.close()
 
@@ -201,7 +204,10 @@ def test_redis_dying_mid_stream_fails_no_request(
         r for r in caplog.records if r.levelno == logging.WARNING and "failed" in r.getMessage()
     ]
     assert 1 <= len(failures) <= 2, [r.getMessage() for r in failures]
-    assert manager.stats.storage_errors >= 3  # one outage, several failed calls, one warning
+    # Each outage is found by one failed call: while it lasts, calls are
+    # skipped (no request waits on a storage known to fail) and probed off
+    # the request path.
+    assert manager.stats.storage_errors >= 1
     assert "answers again" in caplog.text
 
     # The token fetched after the restart was stored there: a new manager uses it.

@@ -240,22 +240,19 @@ class _Backend:
     # -- health ---------------------------------------------------------
 
     def usable(self) -> bool:
-        """Whether calls may go to the backend now; schedules a probe when it is time."""
-        if not self.failing:
-            return True
-        with self.mutex:
-            if self.failing and self.probe is not None and time.monotonic() >= self.probe_at:
-                probe, self.probe = self.probe, None
-                self._enqueue(_Job(lambda: self._run_probe(probe), None, None, wait=False))
-            return not self.failing
+        """Whether calls may go to the backend: it is not known to fail."""
+        return not self.failing
 
     def fault(self, reason: str, probe: Callable[[], object], retry_interval: float) -> None:
+        """Note a fault: the backend fails until ``probe`` succeeds on the worker."""
         with self.mutex:
             first = not self.failing
             self.failing = True
             self.probe = probe
             self.retry_interval = retry_interval
             self.probe_at = time.monotonic() + retry_interval
+            self._start_worker()
+            self.changed.notify_all()
         if first:
             log.warning(
                 "token storage %s failed (%s); using this process's memory and the token "
@@ -305,30 +302,52 @@ class _Backend:
         """Caller holds ``mutex``."""
         self.jobs.append(job)
         self.changed.notify_all()
-        if self.worker is None:
-            worker = threading.Thread(target=self._work, name="alf-session-storage", daemon=True)
-            self.worker = worker
-            self.threads_started += 1
-            try:
-                worker.start()
-            except RuntimeError:  # interpreter shutting down: the job is dropped
+        self._start_worker()
+
+    def _start_worker(self) -> None:
+        """Caller holds ``mutex``."""
+        if self.worker is not None:
+            return
+        worker = threading.Thread(target=self._work, name="alf-session-storage", daemon=True)
+        self.worker = worker
+        self.threads_started += 1
+        try:
+            worker.start()
+        except RuntimeError:  # interpreter shutting down: the jobs are dropped
+            self.worker = None
+            self.jobs.clear()
+            self.queued.clear()
+
+    def _next_job(self, me: threading.Thread) -> _Job | None:
+        """The next job: a queued call, or a probe when one is due. Caller holds ``mutex``.
+
+        ``None`` when this worker should end: idle for a while (and no
+        outage to probe), or replaced after a fork.
+        """
+        idle_until = time.monotonic() + _WORKER_IDLE
+        while self.worker is me:
+            if self.jobs:
+                return self.jobs.pop(0)
+            now = time.monotonic()
+            probe = self.probe if self.failing else None
+            if probe is not None:
+                if now >= self.probe_at:
+                    self.probe = None
+                    return _Job(lambda: self._run_probe(probe), None, None, wait=False)
+                self.changed.wait(self.probe_at - now)
+            elif now >= idle_until:
                 self.worker = None
-                self.jobs.clear()
-                self.queued.clear()
+            else:
+                self.changed.wait(idle_until - now)
+        return None
 
     def _work(self) -> None:
         me = threading.current_thread()
         while True:
             with self.mutex:
-                deadline = time.monotonic() + _WORKER_IDLE
-                while not self.jobs:
-                    left = deadline - time.monotonic()
-                    if left <= 0 or self.worker is not me:
-                        if self.worker is me:
-                            self.worker = None
-                        return
-                    self.changed.wait(left)
-                job = self.jobs.pop(0)
+                job = self._next_job(me)
+                if job is None:
+                    return
                 self.busy_since = time.monotonic()
             try:
                 job.result = job.call()
@@ -536,7 +555,9 @@ class StorageGuard:
             else:
                 backend.answered()
 
-        if not backend.submit(_Job(run, self.key, None, wait=False)):
+        if not self.storage.blocking:
+            run()  # memory: nothing to wait for, no reason to hand it over
+        elif not backend.submit(_Job(run, self.key, None, wait=False)):
             self.count_error()
 
     def _fault(self, reason: str) -> NoReturn:

@@ -63,7 +63,7 @@ def run_threads(n: int, target: Callable[[], Any]) -> list[Any]:
     return results
 
 
-def stored(manager: Any, timeout: float = 5.0) -> None:
+def storage_settled(manager: Any, timeout: float = 5.0) -> None:
     """Wait until the writes ``manager`` queued for its storage have run.
 
     A token fetched on the request path is stored off it, by the storage's

@@ -23,7 +23,7 @@ from alf_session import (
 from alf_session._base import lock_key
 from alf_session._servers import APIServer, TokenServer
 
-from .helpers import stored
+from .helpers import storage_settled
 
 if TYPE_CHECKING:
     from tests.storage_fixtures import RedisServer
@@ -75,6 +75,7 @@ def test_stored_token_ttl_ends_with_the_token(
     idp.expires_in = 300
     manager = TokenManager(credentials(), RedisStorage(redis_client))
     token = manager.get_token()
+    storage_settled(manager)
     assert manager._key is not None
     ttl_ms = redis_client.pttl(manager._key)
     assert 0 < ttl_ms <= 300_000
@@ -123,7 +124,7 @@ def test_token_and_lock_share_a_cluster_slot(
     assert key is not None and key.startswith("svc:{")
     assert client.keyslot(key) == client.keyslot(lock_key(key))
     manager.get_token()
-    stored(manager)
+    storage_settled(manager)
     assert client.exists(key)
     client.close()
 

@@ -34,6 +34,7 @@ outage, however many credentials a process holds.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -333,7 +334,7 @@ class _Backend:
             if probe is not None:
                 if now >= self.probe_at:
                     self.probe = None
-                    return _Job(lambda: self._run_probe(probe), None, None, wait=False)
+                    return _Job(functools.partial(self._run_probe, probe), None, None, wait=False)
                 self.changed.wait(self.probe_at - now)
             elif now >= idle_until:
                 self.worker = None

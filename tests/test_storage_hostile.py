@@ -34,6 +34,8 @@ from alf_session._base import GARBAGE, lock_key
 from alf_session._servers import TokenServer
 from alf_session.storage import MemcacheStorage
 
+from .helpers import storage_settled
+
 if TYPE_CHECKING:
     from tests.storage_fixtures import MemcachedServer, RedisServer
 
@@ -65,6 +67,7 @@ def token_path(storage: FileStorage, manager: TokenManager, suffix: str = ".toke
 def assert_not_planted(manager: TokenManager, idp: TokenServer) -> None:
     """The manager fetched its own token instead of taking the planted one."""
     token = manager.get_token()
+    storage_settled(manager)  # the fetched token is stored off the request path
     assert token.access_token != PLANTED
     assert idp.count == 1
     assert manager.stats.storage_errors >= 1  # counted as garbage, not hidden
@@ -302,6 +305,7 @@ def test_a_fifo_planted_for_a_storage_file_never_hangs(
     worker.start()
     worker.join(10)
     assert result, "get_token() hung on a FIFO"
+    storage_settled(manager)
     assert idp.count == 1
     assert not stat.S_ISFIFO(path.lstat().st_mode)  # replaced by a regular file
     # The storage works again for everyone, without a fault.
@@ -457,12 +461,14 @@ def test_a_ciphertext_copied_under_another_credential_is_garbage(
     high = TokenManager(credentials(**other), EncryptedStorage(make(), key))
     assert low._key is not None and high._key is not None and low._key != high._key
     low_token = low.get_token()
+    storage_settled(low)
     assert idp.count == 1
 
     # Someone who can write the shared store, but has no key, copies the
     # ciphertext of one credential under the key of another.
     put_raw(high._key, get_raw(low._key))
     high_token = high.get_token()  # no exception
+    storage_settled(high)
     assert high_token != low_token
     assert idp.count == 2
     assert high.stats.storage_errors >= 1  # counted as garbage
@@ -579,9 +585,10 @@ def test_a_redis_value_of_the_wrong_type_is_garbage_to_overwrite(
     _plant(admin, manager._key, kind)
 
     token = manager.get_token()
+    storage_settled(manager)
     assert idp.count == 1
     assert manager.stats.storage_errors >= 1  # the garbage, counted
-    assert manager._storage_ok()  # sharing was not switched off
+    assert manager._guard is not None and manager._guard.usable  # sharing was not switched off
     assert admin.type(manager._key) in (b"string", "string")
     other = TokenManager(credentials(), RedisStorage(make()))
     assert other.get_token() == token
@@ -599,11 +606,12 @@ def test_invalidating_over_a_value_of_the_wrong_type_is_no_fault(
     make, admin = redis_kind
     manager = TokenManager(credentials(), RedisStorage(make()))
     token = manager.get_token()
+    storage_settled(manager)
     assert manager._key is not None and manager.storage is not None
     _plant(admin, manager._key, kind)
     manager.storage.delete(manager._key, "expected")  # compare-and-delete: no error
     manager.invalidate(token)
-    assert manager._storage_ok()
+    assert manager._guard is not None and manager._guard.usable
     errors = manager.stats.storage_errors
     assert manager.get_token() != token
     assert manager.stats.storage_errors > errors  # the garbage, counted
@@ -641,7 +649,8 @@ def test_django_over_redis_reads_a_wrong_type_as_garbage(
     assert manager._key is not None
     _plant(admin, f":1:{manager._key}", "hash")
     token = manager.get_token()
-    assert manager._storage_ok()
+    storage_settled(manager)
+    assert manager._guard is not None and manager._guard.usable
     other = TokenManager(credentials(), RedisCache(redis_server.url, {}))
     assert other.get_token() == token
     assert idp.count == 1

@@ -196,6 +196,12 @@ def test_redis_dying_mid_stream_fails_no_request(
                 spare_redis.kill()
             if i == 60:
                 spare_redis.start()  # same port, empty
+                # The storage's worker finds it answering (it probes every
+                # storage_retry_interval, 50 ms at least); requests never wait for that.
+                deadline = time.monotonic() + 10
+                while not (manager._guard is not None and manager._guard.usable):
+                    assert time.monotonic() < deadline, "the restarted Redis was never used again"
+                    time.sleep(0.01)
             if i % 10 == 5:
                 idp.revoke()  # the next request gets a 401, a new token, storage calls
             statuses.append(session.get(url).status_code)
@@ -213,6 +219,7 @@ def test_redis_dying_mid_stream_fails_no_request(
 
     # The token fetched after the restart was stored there: a new manager uses it.
     current = manager.get_token()
+    storage_settled(manager)
     fresh = TokenManager(credentials(), storage_from_url(spare_redis.url))
     assert fresh.get_token() == current
     assert fresh.stats.fetches == 0

@@ -257,6 +257,21 @@ def test_a_symlink_planted_for_the_token_file_is_never_followed(
 
 
 @posix_only
+def test_an_untrusted_token_file_is_warned_about_once_a_minute_saying_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = FileStorage(tmp_path / "tokens")
+    path = Path(storage._path("k", ".token"))
+    path.symlink_to(tmp_path / "elsewhere")
+    for _ in range(5):  # a process polling the lock reads this often
+        assert storage.load("k") == GARBAGE
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "symbolic links" in warnings[0].getMessage()  # ELOOP: says why
+    assert "next save replaces it" in warnings[0].getMessage()
+
+
+@posix_only
 @needs_root
 @pytest.mark.parametrize("owner", [(NOBODY, NOBODY), (NOBODY, 0), (1, 1)])
 def test_a_token_file_of_another_user_is_ignored_and_replaced(

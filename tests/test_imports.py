@@ -6,7 +6,17 @@ import json
 import subprocess
 import sys
 
-OPTIONAL = ("redis", "pymemcache", "django", "filelock", "cryptography", "valkey", "hypothesis")
+OPTIONAL = (
+    "redis",
+    "pymemcache",
+    "django",
+    "filelock",
+    "cryptography",
+    "valkey",
+    "hypothesis",
+    "jwt",
+    "trustme",
+)
 
 SCRIPT = """
 import json, sys

@@ -14,6 +14,7 @@ import os
 import stat
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from alf_session import (
     MemoryStorage,
     RedisStorage,
     TokenManager,
+    as_storage,
     storage_from_url,
 )
 from alf_session._base import GARBAGE, lock_key
@@ -255,6 +257,21 @@ def test_a_symlink_planted_for_the_token_file_is_never_followed(
     again = TokenManager(credentials(), FileStorage(tmp_path / "tokens"))
     assert again.get_token() == manager.get_token()
     assert idp.count == 1
+
+
+@posix_only
+def test_an_untrusted_token_file_is_warned_about_once_a_minute_saying_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = FileStorage(tmp_path / "tokens")
+    path = Path(storage._path("k", ".token"))
+    path.symlink_to(tmp_path / "elsewhere")
+    for _ in range(5):  # a process polling the lock reads this often
+        assert storage.load("k") == GARBAGE
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "symbolic links" in warnings[0].getMessage()  # ELOOP: says why
+    assert "next save replaces it" in warnings[0].getMessage()
 
 
 @posix_only
@@ -767,6 +784,47 @@ def test_memcache_keys_memcached_cannot_take_are_hashed(
         assert manager._key is not None and len(manager._key) <= 250 - len(":lock")
         assert manager.storage is not None
         manager.storage.obj.close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("prefix", ["my service:", "svc\n", "svc\x01", "x" * 200])
+def test_django_memcached_prefixes_that_can_never_work_are_refused(
+    memcached_server: MemcachedServer, prefix: str
+) -> None:
+    from django.core.cache.backends.locmem import LocMemCache
+    from django.core.cache.backends.memcached import PyMemcacheCache
+
+    cache = PyMemcacheCache(f"127.0.0.1:{memcached_server.port}", {})
+    with pytest.raises(ConfigurationError, match="cannot take keys made with prefix"):
+        as_storage(cache, prefix=prefix)
+    # Django's other caches take such keys (with a warning): accepted there.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        local = as_storage(LocMemCache(f"alf-{prefix!r}", {}), prefix=prefix)
+        local.save(local.key_for("abc"), "v", 60)
+        assert local.load(local.key_for("abc")) == "v"
+
+
+@pytest.mark.parametrize("cache_key", ["my credential", "x" * 300, "line\nbreak"])
+def test_django_memcached_keys_it_cannot_take_are_hashed(
+    memcached_server: MemcachedServer, cache_key: str
+) -> None:
+    from django.core.cache.backends.memcached import PyMemcacheCache
+
+    from alf_session import CallableProvider
+
+    calls: list[int] = []
+
+    def fetch() -> str:
+        calls.append(1)
+        return f"token-{len(calls)}"
+
+    caches = [PyMemcacheCache(f"127.0.0.1:{memcached_server.port}", {}) for _ in range(2)]
+    managers = [TokenManager(CallableProvider(fetch, cache_key=cache_key), c) for c in caches]
+    assert managers[1].get_token() == managers[0].get_token()
+    assert len(calls) == 1
+    assert [m.stats.storage_errors for m in managers] == [0, 0]
+    for cache in caches:
+        cache.close()
 
 
 @pytest.mark.parametrize(

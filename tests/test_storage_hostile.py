@@ -882,3 +882,12 @@ def test_asynchronous_clients_are_refused_by_every_wrapper(redis_server: RedisSe
         with pytest.raises(ConfigurationError, match="asynchronous") as info:
             make()
         assert "redis.Redis rather than redis.asyncio.Redis" in str(info.value)
+
+
+@pytest.mark.parametrize("key", [None, 42, 3.5, object()])
+def test_an_encryption_key_of_the_wrong_type_is_a_configuration_error(key: Any) -> None:
+    with pytest.raises(ConfigurationError, match="needs a Fernet key"):
+        EncryptedStorage(MemoryStorage(), key)
+    if key is not None:  # storage_from_url reads None as "no encryption"
+        with pytest.raises(ConfigurationError, match="needs a Fernet key"):
+            storage_from_url("memory://", encryption_key=key)

@@ -22,6 +22,7 @@ from ._base import (
     floor_seconds,
     lock_key,
     new_owner,
+    refuse_async,
     text,
 )
 from ._redis import wrong_type
@@ -79,6 +80,7 @@ class ObjectStorage(TokenStorage):
     """
 
     def __init__(self, obj: Any, *, prefix: str = DEFAULT_PREFIX) -> None:
+        refuse_async(obj, type(self).__name__)
         super().__init__(prefix=prefix)
         self.obj = obj
         self._ttl_keyword = _ttl_keyword(obj.set)

@@ -34,7 +34,7 @@ from alf_session import (
 )
 from alf_session._base import GARBAGE, lock_key
 from alf_session._servers import TokenServer
-from alf_session.storage import MemcacheStorage
+from alf_session.storage import MemcacheStorage, ObjectStorage
 
 from .helpers import storage_settled
 
@@ -868,3 +868,35 @@ def test_file_storage_with_filelock_where_fcntl_is_missing(
     first.release_lock(key, owner)
     first.save(key, "v", 30)
     assert second.load(key) == "v"
+
+
+def test_asynchronous_clients_are_refused_by_every_wrapper(redis_server: RedisServer) -> None:
+    import redis.asyncio
+    from cryptography.fernet import Fernet
+
+    class AsyncStore:
+        async def get(self, key: str) -> None: ...
+        async def set(self, key: str, value: str) -> None: ...
+
+    client = redis.asyncio.Redis(port=redis_server.port)
+    for make in (
+        lambda: RedisStorage(client),
+        lambda: ObjectStorage(client),
+        lambda: ObjectStorage(AsyncStore()),
+        lambda: MemcacheStorage(AsyncStore()),
+        lambda: EncryptedStorage(client, Fernet.generate_key()),
+        lambda: TokenManager(lambda: "t", client, key="k"),
+    ):
+        # 0.1 took them: every get() a coroutine never awaited, read as garbage.
+        with pytest.raises(ConfigurationError, match="asynchronous") as info:
+            make()
+        assert "redis.Redis rather than redis.asyncio.Redis" in str(info.value)
+
+
+@pytest.mark.parametrize("key", [None, 42, 3.5, object()])
+def test_an_encryption_key_of_the_wrong_type_is_a_configuration_error(key: Any) -> None:
+    with pytest.raises(ConfigurationError, match="needs a Fernet key"):
+        EncryptedStorage(MemoryStorage(), key)
+    if key is not None:  # storage_from_url reads None as "no encryption"
+        with pytest.raises(ConfigurationError, match="needs a Fernet key"):
+            storage_from_url("memory://", encryption_key=key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from ._base import (
@@ -190,7 +191,11 @@ def redis_from_url(url: str, *, timeout: float) -> Any:
         # redis-py quotes the bad part (a port, an option); never let that be a password.
         message = str(exc)
         if isinstance(exc, TypeError):
-            message = "unknown option " + message.rpartition(" ")[2] + " in its query"
+            # "... got an unexpected keyword argument 'x'", which Python 3.13
+            # follows with "Did you mean 'y'?": name the option given, not y.
+            found = re.search(r"unexpected keyword argument ('[^']*')", message)
+            option = found.group(1) if found else "in the URL"
+            message = f"unknown option {option} in its query"
         try:
             password = urlsplit(url).password
         except ValueError:

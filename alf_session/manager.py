@@ -27,10 +27,10 @@ memory and the token endpoint.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import math
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -124,7 +124,11 @@ class TokenManager:
         refresh_ahead: Fraction of the lifetime after which the token is
             renewed in the background; ``None`` renews only once it expires.
         refresh_jitter: Up to this fraction of the lifetime is taken off the
-            refresh point at random, so processes don't all refresh at once.
+            refresh point, by a hash of the token: tokens fetched together
+            (a gateway's credentials) don't all renew together, while the
+            processes that share one token agree on when to renew it (one
+            fetches, the others take its token from the storage), so that a
+            fleet renews no more often than one process.
         failure_ttl: Seconds a failed fetch is remembered and raised again to
             every caller without a new token request.
         max_wait: Longest a caller waits for another thread's fetch.
@@ -209,8 +213,6 @@ class TokenManager:
                     "key='a-name-for-this-credential' to TokenManager"
                 )
             if key is not None:
-                import hashlib
-
                 name = hashlib.sha256(key.encode()).hexdigest()
             self._key: str | None = self.storage.key_for(name)
             self._guard: StorageGuard | None = StorageGuard(
@@ -630,7 +632,7 @@ class TokenManager:
             # wait. Plan on the usable part of the lifetime instead.
             refresh_at = issued + usable * self.refresh_ahead
         if jitter and self.refresh_jitter:
-            refresh_at -= random.random() * self.refresh_jitter * lifetime  # noqa: S311 - not crypto
+            refresh_at -= _spread(token) * self.refresh_jitter * lifetime
         if fetched:
             # A token just fetched is not renewed at once, even if it says it
             # was issued long ago: that would be a second request for nothing.
@@ -685,6 +687,17 @@ class TokenManager:
             if ttl <= 0:
                 return
         guard.save(token, ttl, wait=wait)
+
+
+def _spread(token: Token) -> float:
+    """A fraction in [0, 1) that every process computes alike for ``token``.
+
+    Random jitter would make a fleet renew at the earliest of N random
+    points, more often than one process does; a hash of the token spreads
+    tokens apart and keeps the processes sharing one together.
+    """
+    digest = hashlib.blake2b(token.access_token.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
 
 
 def _check_number(

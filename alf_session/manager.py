@@ -31,6 +31,7 @@ import hashlib
 import itertools
 import logging
 import math
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -124,11 +125,11 @@ class TokenManager:
         refresh_ahead: Fraction of the lifetime after which the token is
             renewed in the background; ``None`` renews only once it expires.
         refresh_jitter: Up to this fraction of the lifetime is taken off the
-            refresh point, by a hash of the token: tokens fetched together
-            (a gateway's credentials) don't all renew together, while the
-            processes that share one token agree on when to renew it (one
-            fetches, the others take its token from the storage), so that a
-            fleet renews no more often than one process.
+            refresh point at random, so that processes fetching their own
+            tokens don't all renew at once; a token taken from the storage
+            is renewed up to this much later instead, so that the process
+            that fetched it renews it first and the others take the new one
+            from the storage (a fleet renews as often as one process).
         failure_ttl: Seconds a failed fetch is remembered and raised again to
             every caller without a new token request.
         max_wait: Longest a caller waits for another thread's fetch.
@@ -631,16 +632,28 @@ class TokenManager:
             # renewed in the background, and every renewal would make callers
             # wait. Plan on the usable part of the lifetime instead.
             refresh_at = issued + usable * self.refresh_ahead
-        if jitter and self.refresh_jitter:
-            refresh_at -= _spread(token) * self.refresh_jitter * lifetime
+        ahead = self.refresh_ahead or 1.0
         if fetched:
+            if jitter and self.refresh_jitter:
+                # Processes that each fetch their own token drift apart.
+                refresh_at -= random.random() * self.refresh_jitter * lifetime  # noqa: S311 - not crypto
             # A token just fetched is not renewed at once, even if it says it
             # was issued long ago: that would be a second request for nothing.
             # But it still gets a background window before it goes stale: a
             # floor of a whole _MIN_REUSE would close that window for tokens
             # of a few seconds and make every renewal a foreground wait.
-            floor = min(_MIN_REUSE, (stale_at - now) * (self.refresh_ahead or 1.0))
-            refresh_at = max(refresh_at, now + floor)
+            refresh_at = max(refresh_at, now + min(_MIN_REUSE, (stale_at - now) * ahead))
+        else:
+            # Taken from the storage: planned as the process that fetched it
+            # planned it (the same floor, from when it was obtained), then a
+            # little later, never earlier. That process renews it first and
+            # the others find the new token stored when their turn comes: a
+            # fleet renews as often as one process, and no two race for it.
+            refresh_at = max(refresh_at, issued + min(_MIN_REUSE, (stale_at - issued) * ahead))
+            if jitter and self.refresh_jitter:
+                room = max(stale_at - refresh_at, 0.0) / 2
+                later = random.random() * self.refresh_jitter * lifetime  # noqa: S311 - not crypto
+                refresh_at += min(later, room)
         return min(refresh_at, stale_at), stale_at
 
     def _adopt(self, token: Token, *, fetched: bool) -> Token:
@@ -687,17 +700,6 @@ class TokenManager:
             if ttl <= 0:
                 return
         guard.save(token, ttl, wait=wait)
-
-
-def _spread(token: Token) -> float:
-    """A fraction in [0, 1) that every process computes alike for ``token``.
-
-    Random jitter would make a fleet renew at the earliest of N random
-    points, more often than one process does; a hash of the token spreads
-    tokens apart and keeps the processes sharing one together.
-    """
-    digest = hashlib.blake2b(token.access_token.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
 
 
 def _check_number(

@@ -479,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--only", default="abcd", help="measures to run, such as 'bc'")
     parser.add_argument("--servers", action="store_true", help=argparse.SUPPRESS)
     for mode in ("--gateway-worker", "--fleet-worker", "--cold-worker"):
         parser.add_argument(mode, action="store_true", help=argparse.SUPPRESS)
@@ -509,92 +510,114 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alf-session scale benchmark ({'quick' if args.quick else 'full'} run), "
               f"{os.cpu_count()} cores, Python {sys.version.split()[0]}\n")  # fmt: skip
 
-        # (a) the gateway
-        sizes = (1, 100, 1000)
-        gateway = [
-            in_process("--gateway-worker", servers, credentials=n, redis=redis.url) for n in sizes
-        ]
-        results["gateway"] = gateway
-        one = gateway[0]
-        rows = [
-            [str(g["credentials"]), str(g["threads_alive"]), str(g["threads_started"]),
-             f"{g['fds_per_credential']:.3f}", f"{g['kib_per_credential']:.1f}",
-             str(g["sockets_to_token_endpoint"]), f"{g['first_ms_median']:.2f}",
-             f"{g['get_us']:.1f}", f"{g['get_us'] / one['get_us']:.3f}x",
-             f"{g['floor_us'] / one['floor_us']:.3f}x",
-             f"{g['get_token_us']:.2f}", f"{g['get_token_us'] / one['get_token_us']:.3f}x"]
-            for g in gateway
-        ]  # fmt: skip
-        print(table(
-            "a. A gateway: N credentials in one process, one Redis client",
-            ["creds", "threads alive", "started", "fds/cred", "KiB/cred", "sockets to IdP",
-             "1st req ms", "get µs", "vs 1", "floor vs 1", "get_token µs", "vs 1"],
-            rows,
-            ["threads alive/started: this library's, after every credential's first request;",
-             "sockets to IdP: connections to the token endpoint left open after the fetches;",
-             "1st req: the first session.get() (token request, Redis read, lock, read);",
-             "get: session.get() with a cached token through a stub transport, the sessions",
-             "taken in turn (best of 5); floor: as many plain requests.Sessions with a static",
-             "header, likewise; get_token: manager.get_token() alone, likewise."],
-        ) + "\n")  # fmt: skip
-
-        # (b) the fleet
-        servers.ask("expires_in 2")
-        servers.ask("delay 0.3")
-        alone = run_fleet(servers, 1, 4, fleet_seconds, None)
-        without = run_fleet(servers, 8, 4, fleet_seconds, None)
-        with_redis = run_fleet(servers, 8, 4, fleet_seconds, redis.url)
-        results["fleet"] = {"alone": alone, "without_storage": without, "redis": with_redis}
-
-        def fleet_row(name: str, r: dict[str, Any]) -> list[str]:
-            keys = ("token_requests", "requests", "failed", "slow_after_first")
-            counts = [str(r[k]) for k in keys]
-            rest = [str(r[k]) for k in ("threads_started", "refreshes", "storage_errors")]
-            return [name, *counts, f"{r['max_after_first_ms']:.0f}", *rest]
-
-        headers = ["run", "token reqs", "requests", "failed", f">{SLOW_MS:.0f}ms", "max ms",
-                   "threads started", "refreshes", "storage errors"]  # fmt: skip
-        print(table(
-            f"b. A fleet: 8 processes x 4 threads, {fleet_seconds:g} s of 2 s tokens, "
-            "token endpoint 300 ms",
-            headers,
-            [fleet_row("1 process alone", alone), fleet_row("8 x 4, no storage", without),
-             fleet_row("8 x 4, Redis", with_redis)],
-            [f">{SLOW_MS:.0f}ms and max: requests after each thread's first;",
-             "threads started: this library's, summed over the processes (refresh threads",
-             "and storage workers)."],
-        ) + "\n")  # fmt: skip
-
-        # (c) the outage
-        outage = run_fleet(servers, 8, 4, fleet_seconds, redis.url, outage=redis)
-        results["outage"] = outage
-        print(table(
-            f"c. The same fleet, Redis killed at {fleet_seconds / 3:g} s and restarted at "
-            f"{2 * fleet_seconds / 3:g} s",
-            [*headers, "warnings/process"],
-            [[*fleet_row("8 x 4, Redis down a third", outage),
-              "/".join(map(str, outage["warnings_per_process"]))]],
-            ["warnings/process: the distinct counts of WARNING records one process logged."],
-        ) + "\n")  # fmt: skip
-
-        # (d) the cold path
-        servers.ask("delay 0")
-        servers.ask("expires_in 3600")
-        n = 30 if args.quick else 100
-        cold = in_process("--cold-worker", servers, credentials=n, redis=redis.url)["rows"]
-        results["cold"] = cold
-        base = cold[0]["median_ms"]
-        print(table(
-            f"d. The cold path: first request of {n} fresh credentials",
-            ["storage", "median ms", "p90 ms", "median vs none"],
-            [[c["store"], f"{c['median_ms']:.2f}", f"{c['p90_ms']:.2f}",
-              f"{c['median_ms'] - base:+.2f} ms"] for c in cold],
-            ["a token request, the storage's read, lock, read (its write and lock release",
-             "are off the request path), then the request through a stub transport."],
-        ))  # fmt: skip
+        if "a" in args.only:
+            measure_gateway(servers, redis, results)
+        if "b" in args.only:
+            measure_fleet(servers, redis, results, fleet_seconds)
+        if "c" in args.only:
+            measure_outage(servers, redis, results, fleet_seconds)
+        if "d" in args.only:
+            measure_cold(servers, redis, results, 30 if args.quick else 100)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
+
+
+def measure_gateway(servers: Servers, redis: Redis, results: dict[str, Any]) -> None:
+    sizes = (1, 100, 1000)
+    gateway = [
+        in_process("--gateway-worker", servers, credentials=n, redis=redis.url) for n in sizes
+    ]
+    results["gateway"] = gateway
+    one = gateway[0]
+    rows = [
+        [str(g["credentials"]), str(g["threads_alive"]), str(g["threads_started"]),
+         f"{g['fds_per_credential']:.3f}", f"{g['kib_per_credential']:.1f}",
+         str(g["sockets_to_token_endpoint"]), f"{g['first_ms_median']:.2f}",
+         f"{g['get_us']:.1f}", f"{g['get_us'] / one['get_us']:.3f}x",
+         f"{g['floor_us'] / one['floor_us']:.3f}x",
+         f"{g['get_token_us']:.2f}", f"{g['get_token_us'] / one['get_token_us']:.3f}x"]
+        for g in gateway
+    ]  # fmt: skip
+    print(table(
+        "a. A gateway: N credentials in one process, one Redis client",
+        ["creds", "threads alive", "started", "fds/cred", "KiB/cred", "sockets to IdP",
+         "1st req ms", "get µs", "vs 1", "floor vs 1", "get_token µs", "vs 1"],
+        rows,
+        ["threads alive/started: this library's, after every credential's first request;",
+         "sockets to IdP: connections to the token endpoint left open after the fetches;",
+         "1st req: the first session.get() (token request, Redis read, lock, read);",
+         "get: session.get() with a cached token through a stub transport, the sessions",
+         "taken in turn (best of 5); floor: as many plain requests.Sessions with a static",
+         "header, likewise; get_token: manager.get_token() alone, likewise."],
+    ) + "\n")  # fmt: skip
+
+
+FLEET_HEADERS = ["run", "token reqs", "requests", "failed", f">{SLOW_MS:.0f}ms", "max ms",
+                 "threads started", "refreshes", "storage errors"]  # fmt: skip
+
+
+def fleet_row(name: str, r: dict[str, Any]) -> list[str]:
+    keys = ("token_requests", "requests", "failed", "slow_after_first")
+    counts = [str(r[k]) for k in keys]
+    rest = [str(r[k]) for k in ("threads_started", "refreshes", "storage_errors")]
+    return [name, *counts, f"{r['max_after_first_ms']:.0f}", *rest]
+
+
+def measure_fleet(
+    servers: Servers, redis: Redis, results: dict[str, Any], fleet_seconds: float
+) -> None:
+    servers.ask("expires_in 2")
+    servers.ask("delay 0.3")
+    alone = run_fleet(servers, 1, 4, fleet_seconds, None)
+    without = run_fleet(servers, 8, 4, fleet_seconds, None)
+    with_redis = run_fleet(servers, 8, 4, fleet_seconds, redis.url)
+    results["fleet"] = {"alone": alone, "without_storage": without, "redis": with_redis}
+
+    headers = FLEET_HEADERS
+    print(table(
+        f"b. A fleet: 8 processes x 4 threads, {fleet_seconds:g} s of 2 s tokens, "
+        "token endpoint 300 ms",
+        headers,
+        [fleet_row("1 process alone", alone), fleet_row("8 x 4, no storage", without),
+         fleet_row("8 x 4, Redis", with_redis)],
+        [f">{SLOW_MS:.0f}ms and max: requests after each thread's first;",
+         "threads started: this library's, summed over the processes (refresh threads",
+         "and storage workers)."],
+    ) + "\n")  # fmt: skip
+
+
+def measure_outage(
+    servers: Servers, redis: Redis, results: dict[str, Any], fleet_seconds: float
+) -> None:
+    servers.ask("expires_in 2")
+    servers.ask("delay 0.3")
+    outage = run_fleet(servers, 8, 4, fleet_seconds, redis.url, outage=redis)
+    results["outage"] = outage
+    print(table(
+        f"c. The same fleet, Redis killed at {fleet_seconds / 3:g} s and restarted at "
+        f"{2 * fleet_seconds / 3:g} s",
+        [*FLEET_HEADERS, "warnings/process"],
+        [[*fleet_row("8 x 4, Redis down a third", outage),
+          "/".join(map(str, outage["warnings_per_process"]))]],
+        ["warnings/process: the distinct counts of WARNING records one process logged."],
+    ) + "\n")  # fmt: skip
+
+
+def measure_cold(servers: Servers, redis: Redis, results: dict[str, Any], n: int) -> None:
+    servers.ask("delay 0")
+    servers.ask("expires_in 3600")
+    cold = in_process("--cold-worker", servers, credentials=n, redis=redis.url)["rows"]
+    results["cold"] = cold
+    base = cold[0]["median_ms"]
+    print(table(
+        f"d. The cold path: first request of {n} fresh credentials",
+        ["storage", "median ms", "p90 ms", "median vs none"],
+        [[c["store"], f"{c['median_ms']:.2f}", f"{c['p90_ms']:.2f}",
+          f"{c['median_ms'] - base:+.2f} ms"] for c in cold],
+        ["a token request, the storage's read, lock, read (its write and lock release",
+         "are off the request path), then the request through a stub transport."],
+    ))  # fmt: skip
 
 
 if __name__ == "__main__":

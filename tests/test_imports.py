@@ -6,7 +6,16 @@ import json
 import subprocess
 import sys
 
-OPTIONAL = ("redis", "pymemcache", "django", "filelock", "cryptography", "valkey", "hypothesis")
+OPTIONAL = (
+    "redis",
+    "pymemcache",
+    "django",
+    "filelock",
+    "cryptography",
+    "valkey",
+    "hypothesis",
+    "opentelemetry",
+)
 
 SCRIPT = """
 import json, sys
@@ -54,3 +63,13 @@ def test_building_a_session_loads_no_optional_backend() -> None:
         f"if m.split('.')[0] in {OPTIONAL!r}), 'handlers': [], 'threads': 1}}))\n"
     )
     assert run(script)["loaded"] == []
+
+
+def test_importing_the_otel_module_loads_no_opentelemetry() -> None:
+    script = (
+        "import json, sys, threading; import alf_session.otel; "
+        "loaded = sorted(m for m in sys.modules if m.startswith('opentelemetry')); "
+        "print(json.dumps({'loaded': loaded, 'threads': threading.active_count()}))"
+    )
+    result = run(script)
+    assert result == {"loaded": [], "threads": 1}

@@ -249,7 +249,12 @@ class FileStorage(TokenStorage):
     * a lock file is opened the same way; a planted one is removed and made
       afresh.
 
-    Not for a directory shared between hosts (NFS): use Redis there.
+    Every process that shares the directory must run as the same user (the
+    owner of the directory and of its files). The directory's parents are
+    not checked: a parent that others can write lets them move the directory
+    away and put another in its place, which is noticed only while it is
+    being opened (after that the open handle is used). Not for a directory
+    shared between hosts (NFS): use Redis there.
 
     Args:
         directory: The directory; created (0700) if missing.
@@ -314,11 +319,29 @@ class FileStorage(TokenStorage):
                 "not by this process's user: someone else may have planted it; "
                 "point FileStorage at the real directory"
             )
-        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+        # A symlink of ours (or root's) is configuration and is followed; a
+        # directory is opened without following anything, and must be the one
+        # lstat saw: a symlink swapped in between the two is never followed.
+        linked = stat.S_ISLNK(link.st_mode)
+        flags = os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC | (0 if linked else os.O_NOFOLLOW)
+        try:
+            fd = os.open(self.directory, flags)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            raise ConfigurationError(
+                f"token storage {self.directory!r} was replaced while it was being opened; "
+                "someone else can write its parent directory: use a directory whose "
+                "parents only this user (or root) can write"
+            ) from None
         try:
             st = os.fstat(fd)
-            if not stat.S_ISDIR(st.st_mode):  # pragma: no cover - O_DIRECTORY says so
-                raise ConfigurationError(f"token storage {self.directory!r} is not a directory")
+            if not linked and (st.st_dev, st.st_ino) != (link.st_dev, link.st_ino):
+                raise ConfigurationError(
+                    f"token storage {self.directory!r} was replaced while it was being "
+                    "opened; someone else can write its parent directory: use a directory "
+                    "whose parents only this user (or root) can write"
+                )
             reason = _untrusted(st)
             if reason is not None:
                 raise ConfigurationError(
@@ -420,7 +443,14 @@ class FileStorage(TokenStorage):
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as file:
                 file.write(data)
-            os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            try:
+                os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except OSError as exc:
+                if exc.errno not in (errno.EISDIR, errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                # An empty directory in the token's place: garbage, removed.
+                os.rmdir(name, dir_fd=dir_fd)
+                os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
             try:
                 os.unlink(temp, dir_fd=dir_fd)

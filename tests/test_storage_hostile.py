@@ -157,6 +157,42 @@ def test_file_storage_keeps_the_directory_it_opened_when_the_path_is_swapped(
     assert PLANTED in Path(storage._path("k", ".token")).read_text()
 
 
+@posix_only
+@pytest.mark.parametrize("swap", ["symlink-to-ours", "symlink-to-root", "file", "other-dir"])
+def test_a_directory_swapped_between_check_and_open_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swap: str
+) -> None:
+    directory = tmp_path / "tokens"
+    directory.mkdir(mode=0o700)
+    elsewhere = tmp_path / "elsewhere"  # a private directory of ours, say ~/.ssh
+    elsewhere.mkdir(mode=0o700)
+    real_lstat = os.lstat
+    swapped: list[bool] = []
+
+    def lstat_then_swap(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        result = real_lstat(path, *args, **kwargs)
+        if os.fspath(path) == str(directory) and not swapped:
+            # The race a user who can write the parent wins: the check saw the
+            # directory, the open would find something else in its place.
+            swapped.append(True)
+            directory.rename(tmp_path / "moved")
+            if swap == "symlink-to-ours":
+                directory.symlink_to(elsewhere)
+            elif swap == "symlink-to-root":
+                directory.symlink_to("/")
+            elif swap == "file":
+                directory.write_text(forged())
+            else:
+                directory.mkdir(mode=0o700)
+        return result
+
+    monkeypatch.setattr(os, "lstat", lstat_then_swap)
+    with pytest.raises(ConfigurationError, match="was replaced while it was being opened"):
+        FileStorage(directory)
+    assert swapped
+    assert list(elsewhere.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("directory", "message"),
     [
@@ -295,10 +331,18 @@ def test_a_huge_token_file_is_not_read(
 
 
 @posix_only
-def test_a_directory_planted_for_the_token_file_is_garbage(tmp_path: Path) -> None:
+def test_a_directory_in_place_of_the_token_file_is_garbage(tmp_path: Path) -> None:
     storage = FileStorage(tmp_path / "tokens")
     path = Path(storage._path("k", ".token"))
     path.mkdir()
+    assert storage.load("k") == GARBAGE
+    storage.save("k", "v", None)  # an empty one is replaced
+    assert storage.load("k") == "v"
+    path.unlink()
+    path.mkdir()
+    (path / "inside").write_text("")
+    with pytest.raises(OSError):  # a full one is a fault: the manager rests, then retries
+        storage.save("k", "v", None)
     assert storage.load("k") == GARBAGE
 
 

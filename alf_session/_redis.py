@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
-from ._base import DEFAULT_PREFIX, GARBAGE, TokenStorage, decode_errors, lock_key, new_owner, text
+from ._base import (
+    DEFAULT_PREFIX,
+    GARBAGE,
+    TokenStorage,
+    decode_errors,
+    lock_key,
+    new_owner,
+    refuse_async,
+    text,
+)
 
 __all__ = ["RedisStorage", "redis_from_url"]
 
@@ -78,6 +88,7 @@ class RedisStorage(TokenStorage):
                 "RedisStorage needs a synchronous redis client (redis.Redis, "
                 f"redis.cluster.RedisCluster, valkey.Valkey), not {type(client).__name__}"
             )
+        refuse_async(client, "RedisStorage")
         super().__init__(prefix=prefix)
         self.client = client
         self._compare_and_delete = register(_COMPARE_AND_DELETE)
@@ -175,7 +186,11 @@ def redis_from_url(url: str, *, timeout: float) -> Any:
         # redis-py quotes the bad part (a port, an option); never let that be a password.
         message = str(exc)
         if isinstance(exc, TypeError):
-            message = "unknown option " + message.rpartition(" ")[2] + " in its query"
+            # "... got an unexpected keyword argument 'x'", which Python 3.13
+            # follows with "Did you mean 'y'?": name the option given, not y.
+            found = re.search(r"unexpected keyword argument ('[^']*')", message)
+            option = found.group(1) if found else "in the URL"
+            message = f"unknown option {option} in its query"
         try:
             password = urlsplit(url).password
         except ValueError:

@@ -385,6 +385,8 @@ class OAuth2Provider:
     ``retry`` and bounded by ``timeout``. Redirects are not followed: the
     request carries the client secret.
 
+    No connection to the token endpoint stays open between token requests.
+
     Thread-safety: one instance may be used from many threads; a
     :class:`~alf_session.TokenManager` calls it from one at a time. After
     ``fork()`` the child gets a fresh connection pool.
@@ -609,6 +611,15 @@ class OAuth2Provider:
         except TokenError as exc:
             _hand_out(exc, prepared, safe)
             raise
+        finally:
+            # No socket is kept between fetches: a credential asks once per
+            # token lifetime (minutes to hours), far longer than identity
+            # providers keep an idle connection open, so a pooled socket would
+            # only hold a descriptor (one per credential in a gateway) and go
+            # stale. Retries within this fetch still reuse the connection.
+            # (After a timeout, the abandoned connection was shut already; its
+            # pool, closed here, closes it when the exchange lets go of it.)
+            self._session.close()
         response.request = safe
         if body is None:
             raise TokenHTTPError(

@@ -381,9 +381,21 @@ class OAuth2Provider:
     Subclasses set :attr:`grant_type` and implement :meth:`grant_params`. The
     token request is a form-encoded POST with client authentication by HTTP
     Basic (``client_secret_basic``, the default) or in the body
-    (``client_secret_post``), retried on connection errors, 429 and 5xx by
-    ``retry`` and bounded by ``timeout``. Redirects are not followed: the
-    request carries the client secret.
+    (``client_secret_post``) -- both need a non-empty client secret -- or
+    none (``"none"``, a public client), retried on connection errors, 429 and
+    5xx by ``retry``. Redirects are not followed: the request carries the
+    client secret.
+
+    ``timeout`` bounds the whole token request: DNS, connecting, sending,
+    every byte of the answer, and the retries with their pauses. A fetch
+    raises :class:`~alf_session.TokenRequestTimeout` after at most
+    ``timeout`` seconds (connect + read for a pair), having closed its
+    connection; a retry that would not fit in what is left is not made (the
+    last answer is reported instead). Each read also has the read timeout.
+
+    Plain http is allowed to a loopback host only (see :func:`check_endpoint`);
+    the connection is checked again once made, and a loopback endpoint is
+    reached directly, never through a proxy.
 
     No connection to the token endpoint stays open between token requests.
 
@@ -789,12 +801,15 @@ class ClientCredentials(OAuth2Provider):
             message, never stored.
         scope: A space-separated string or a sequence of strings.
         audience: The ``audience`` parameter (Auth0 and others).
-        auth_method: ``"client_secret_basic"`` (HTTP Basic, the default) or
-            ``"client_secret_post"`` (in the form body).
+        auth_method: ``"client_secret_basic"`` (HTTP Basic, the default),
+            ``"client_secret_post"`` (in the form body), or ``"none"`` (a
+            public client: ``client_id`` in the form, no secret).
         extra_params: More form parameters, such as Azure's ``resource``.
         retry: A urllib3 ``Retry`` or an int for the token request; default
             :func:`default_retry`. POST is always allowed to retry.
-        timeout: Seconds, or a (connect, read) pair, for each attempt.
+        timeout: Seconds, or a (connect, read) pair: the bound of a whole
+            token request, retries and pauses included (connect + read for a
+            pair); each read also has the read timeout.
         default_lifetime: Lifetime assumed when the response gives neither
             ``expires_in`` nor a JWT ``exp``; ``None`` for unknown.
         allow_insecure_http: Allow ``http://`` to a host that is not loopback.
@@ -805,10 +820,14 @@ class ClientCredentials(OAuth2Provider):
         clock: Returns UNIX seconds; ``expires_in`` is counted from it.
 
     Raises:
-        ConfigurationError: an argument is missing or wrong.
+        ConfigurationError: an argument is missing or wrong (such as no
+            ``client_secret`` for an ``auth_method`` that sends one).
         InsecureTransportError: the endpoint is plain http to a remote host.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       ``auth_method="none"``; a missing secret is an error; ``timeout``
+       bounds the whole request.
     """
 
     grant_type = "client_credentials"

@@ -153,6 +153,8 @@ def _cmd_request(args: argparse.Namespace) -> int:
             response = session.request(
                 method, args.url, headers=headers, params=params, data=data, timeout=args.timeout
             )
+        except TokenError:
+            raise  # also a RequestException (a token request's Timeout too): not the API's
         except requests.exceptions.InvalidURL as exc:
             raise UsageError(f"{args.url!r} is not a URL requests can use ({exc})") from None
         except (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema):

@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -386,12 +387,13 @@ class OAuth2Provider:
     5xx by ``retry``. Redirects are not followed: the request carries the
     client secret.
 
-    ``timeout`` bounds the whole token request: DNS, connecting, sending,
-    every byte of the answer, and the retries with their pauses. A fetch
-    raises :class:`~alf_session.TokenRequestTimeout` after at most
-    ``timeout`` seconds (connect + read for a pair), having closed its
-    connection; a retry that would not fit in what is left is not made (the
-    last answer is reported instead). Each read also has the read timeout.
+    ``timeout`` bounds the whole token request: connecting, sending, every
+    byte of the answer, and the retries with their pauses. A fetch raises
+    :class:`~alf_session.TokenRequestTimeout` after at most ``timeout``
+    seconds (connect + read for a pair), having closed its connection; a
+    retry that would not fit in what is left is not made (the last answer is
+    reported instead). Each read also has the read timeout. Name resolution
+    is left to the system resolver's own timeouts.
 
     Plain http is allowed to a loopback host only (see :func:`check_endpoint`);
     the connection is checked again once made, and a loopback endpoint is
@@ -646,73 +648,49 @@ class OAuth2Provider:
     ) -> tuple[requests.Response, bytes | None]:
         """Send the token request and read its answer, all within ``timeout``.
 
-        The exchange (DNS, connecting, sending, every byte of the answer,
-        retries and their pauses) runs in a short-lived thread; the caller
-        waits for it at most the budget (``timeout``, or connect + read), then
-        closes its connection and raises :class:`TokenRequestTimeout`. Per-read
-        timeouts alone would let a server that trickles one byte at a time hold
-        the caller, and through the single flight every other thread, forever.
+        Connecting, sending, every byte of the answer, and the retries with
+        their pauses share one deadline (``timeout``, or connect + read): each
+        socket operation of the request waits at most what is left of it (see
+        :class:`_Call`), so a server that trickles one byte at a time cannot
+        hold the caller, nor through the single flight every other thread.
+        Per-read timeouts alone would let it. No thread is started for this.
         """
         url = self.token_endpoint
-        budget = _budget(self.timeout)
-        call = _Call(budget)
+        call = _Call(_budget(self.timeout))
         settings = self._session.merge_environment_settings(
             prepared.url, dict(self.proxies or {}), True, self.verify, self.cert
         )
-        box: list[tuple[bool, Any]] = []
-
-        def run() -> None:
-            _Call.local.call = call
-            try:
-                response = self._session.send(
-                    prepared, timeout=self.timeout, allow_redirects=False, **settings
-                )
-                try:
-                    result = (response, _read_limited(response))
-                except requests.RequestException as exc:
-                    if exc.response is None:
-                        exc.response = response  # a broken-off answer still had a status
-                    raise
-                finally:
-                    response.close()
-                box.append((True, result))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                box.append((False, exc))
-            finally:
-                _Call.local.call = None
-
-        worker = threading.Thread(target=run, name="alf-session-token-request", daemon=True)
-        worker.start()
-        worker.join(budget)
-        if not box:
-            call.cancel()
-            # Same words as a read timeout: which of the two fires first at
-            # the budget is a race, and the user's remedy is the same.
-            raise TokenRequestTimeout(
-                f"token endpoint {url} did not answer within {self._timeout_text()}; "
-                "check that it is up, or raise token_timeout"
+        _Call.local.call = call
+        try:
+            response = self._session.send(
+                prepared, timeout=self.timeout, allow_redirects=False, **settings
             )
-        ok, value = box[0]
-        if ok:
-            return value  # type: ignore[no-any-return]
-        exc = value
-        if isinstance(exc, _RefusedPeer):
+            try:
+                return response, _read_limited(response)
+            except requests.RequestException as exc:
+                if exc.response is None:
+                    exc.response = response  # a broken-off answer still had a status
+                raise
+            finally:
+                response.close()
+        except _RefusedPeer as exc:
             raise InsecureTransportError(str(exc)) from None
-        if isinstance(exc, requests.RequestException):
-            response = exc.response
-            if _timed_out(exc):
+        except (requests.RequestException, _Cancelled) as exc:
+            if isinstance(exc, _Cancelled) or call.remaining() <= 0 or _timed_out(exc):
+                # Same words whichever ran out: the whole budget or one read.
                 raise TokenRequestTimeout(
                     f"token endpoint {url} did not answer within {self._timeout_text()}; "
                     "check that it is up, or raise token_timeout"
                 ) from exc
-            if response is not None:
+            if exc.response is not None:
                 raise TokenRequestError(
                     f"token endpoint {url} broke off its answer: {type(exc).__name__}",
-                    response=response,
+                    response=exc.response,
                 ) from exc
             reason = self._redact(_root_cause(exc), secrets)
             raise TokenRequestError(f"could not reach token endpoint {url}: {reason}") from exc
-        raise exc
+        finally:
+            _Call.local.call = None
 
     def _parse(self, response: requests.Response, body: bytes, secrets: list[str | None]) -> Token:
         url = self.token_endpoint
@@ -960,24 +938,22 @@ class _RefusedPeer(Exception):  # internal; not an OSError, so urllib3 won't ret
 
 
 class _Cancelled(Exception):  # internal; not an OSError, so urllib3 won't retry it
-    """The token request ran out of its budget; no new connection is made."""
+    """The token request's budget ran out before a new connection."""
 
 
 class _Call:
-    """One token request in flight: its deadline and the sockets it uses.
+    """The deadline of one token request, found by its thread in ``_Call.local``.
 
-    Its thread finds it in ``_Call.local``; the connections below register
-    their sockets with it, and :meth:`cancel` shuts them down, which ends any
-    read they are blocked in.
+    The token connections below give every socket operation (connect, send,
+    each read) at most what is left of it, and make no new connection once it
+    has passed: the whole request is bounded without a watchdog thread. Name
+    resolution is left to the system resolver and its own timeouts.
     """
 
     local = threading.local()
 
     def __init__(self, budget: float) -> None:
         self.deadline = time.monotonic() + budget
-        self.cancelled = False
-        self._lock = threading.Lock()
-        self._watched: list[Any] = []
 
     @classmethod
     def current(cls) -> _Call | None:
@@ -986,44 +962,79 @@ class _Call:
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
 
-    def watch(self, conn: Any) -> None:
-        """Shut ``conn`` (a socket, or a connection with ``.sock``) at cancel."""
-        with self._lock:
-            if not self.cancelled:
-                self._watched.append(conn)
-                return
-        _shut(conn)
-        raise _Cancelled("token request cancelled: token_timeout ran out")
 
-    def cancel(self) -> None:
-        with self._lock:
-            self.cancelled = True
-            watched, self._watched = self._watched, []
-        for conn in watched:
-            _shut(conn)
-
-
-def _shut(conn: Any) -> None:
-    sock = conn if isinstance(conn, socket.socket) else getattr(conn, "sock", None)
-    if sock is None:
+def _arm(sock: socket.socket) -> None:
+    """Cap ``sock``'s timeout at what is left of its thread's token request."""
+    call = _Call.current()
+    if call is None:
         return
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # closed already, or never connected
+    left = call.remaining()
+    if left <= 0:
+        raise TimeoutError("token_timeout ran out")
+    current = sock.gettimeout()
+    if current is None or current > left:
+        sock.settimeout(left)
+
+
+class _DeadlineSocket(socket.socket):
+    """A socket whose every send and receive obeys the token request's deadline."""
+
+    __slots__ = ()
+
+    def recv(self, *args: Any) -> bytes:
+        _arm(self)
+        return super().recv(*args)
+
+    def recv_into(self, *args: Any) -> int:
+        _arm(self)
+        return super().recv_into(*args)
+
+    def send(self, *args: Any) -> int:
+        _arm(self)
+        return super().send(*args)
+
+    def sendall(self, *args: Any) -> None:
+        _arm(self)
+        super().sendall(*args)
+
+
+class _DeadlineSSLSocket(ssl.SSLSocket):
+    """The TLS counterpart of :class:`_DeadlineSocket`."""
+
+    def recv(self, *args: Any) -> bytes:
+        _arm(self)
+        return super().recv(*args)
+
+    def recv_into(self, *args: Any) -> int:
+        _arm(self)
+        return super().recv_into(*args)
+
+    def send(self, *args: Any) -> int:
+        _arm(self)
+        return super().send(*args)
+
+    def sendall(self, *args: Any) -> None:
+        _arm(self)
+        super().sendall(*args)
 
 
 class _GuardMixin:
-    """What a token connection checks: the call's budget, and for plain http
-    without ``allow_insecure_http``, that the peer is a loopback address."""
+    """What a token connection checks: the request's deadline, and for plain
+    http without ``allow_insecure_http``, that the peer is a loopback address."""
 
     loopback_only = False
     sock: Any
+    timeout: Any
 
     def _new_conn(self) -> socket.socket:
         call = _Call.current()
-        if call is not None and call.cancelled:
-            raise _Cancelled("token request cancelled: token_timeout ran out")
+        if call is not None:
+            left = call.remaining()
+            if left <= 0:
+                raise _Cancelled("token_timeout ran out before a new connection")
+            timeout = getattr(self, "timeout", None)
+            if timeout is None or (isinstance(timeout, (int, float)) and timeout > left):
+                self.timeout = left  # the connect timeout, capped too
         sock: socket.socket = super()._new_conn()  # type: ignore[misc]
         if self.loopback_only:
             try:
@@ -1038,15 +1049,14 @@ class _GuardMixin:
                     "text, so nothing was sent. Use https://, or pass allow_insecure_http=True "
                     "if the network is trusted."
                 )
-        if call is not None:
-            call.watch(sock)
+        if type(sock) is socket.socket:
+            sock.__class__ = _DeadlineSocket
         return sock
 
-    def request(self, *args: Any, **kwargs: Any) -> Any:
-        call = _Call.current()
-        if call is not None:
-            call.watch(self)  # a pooled connection, made by an earlier call
-        return super().request(*args, **kwargs)  # type: ignore[misc]
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        if type(self.sock) is ssl.SSLSocket:
+            self.sock.__class__ = _DeadlineSSLSocket
 
 
 class _GuardedHTTPConnection(_GuardMixin, HTTPConnection):

@@ -228,7 +228,9 @@ class _Backend:
     def __init__(self, storage: TokenStorage) -> None:
         self.name = repr(storage)
         self.bound = own_bound(storage)
-        # Every guard on this backend, told when it answers again after a fault.
+        # Every guard on this backend, told when it answers again after a
+        # fault. Once none is left, nothing needs the worker, not even to
+        # probe a storage that never came back.
         self.guards: weakref.WeakSet[StorageGuard] = weakref.WeakSet()
         self._reset()
         _fork.register(self)
@@ -344,13 +346,13 @@ class _Backend:
             if self.jobs:
                 return self.jobs.pop(0)
             now = time.monotonic()
-            probe = self.probe if self.failing else None
+            probe = self.probe if self.failing and len(self.guards) else None
             if probe is not None:
                 if now >= self.probe_at:
                     self.probe = None
                     return _Job(functools.partial(self._run_probe, probe), None, None, wait=False)
                 self.changed.wait(self.probe_at - now)
-            elif now >= idle_until:
+            elif now >= idle_until or not self.guards:
                 self.worker = None
             else:
                 self.changed.wait(idle_until - now)
@@ -507,7 +509,7 @@ class StorageGuard:
         self.backend.guards.add(self)
         bound = self.backend.bound
         # In the caller's thread when the client's own timeouts bound the call.
-        self.inline = bound is not None and bound <= timeout
+        self.inline = bound is not None and bound <= timeout * (1 + 1e-9)
         self._garbage_warned_at = -float("inf")
 
     def __getstate__(self) -> dict[str, Any]:

@@ -674,7 +674,8 @@ class StorageGuard:
 
         Args:
             lock_ttl: How long the lock lives if its holder dies.
-            lock_wait: Longest wait for another process's token.
+            lock_wait: Longest wait for another process's token; 0 tries
+                the lock once.
             accept: Whether a stored token will do.
 
         Returns:
@@ -691,6 +692,8 @@ class StorageGuard:
                 owner = self.call(lambda: storage.acquire_lock(key, lock_ttl))
             except StorageFault:
                 return None, None
+            if owner is None and lock_wait <= 0:
+                return None, None  # one try asked for: held by another process
             if owner is not None:
                 # Someone may have stored a token between our read and the lock.
                 shared = self.load()

@@ -17,6 +17,17 @@ How it decides, per call of :meth:`TokenManager.get_token`:
 Storage calls are bounded in time and never fail a request: on a fault the
 manager counts it, warns once per interval, skips the storage for a few
 seconds, and carries on with its memory and the token endpoint.
+
+The request flow (``alf_session._flow``, which every front door drives) uses
+:meth:`TokenManager.get_token` and two internal methods, nothing else:
+``_token_for_header(value)`` names the token of ours an ``Authorization``
+header carries, and ``_refused(token, replace=...)`` reports a 401 to it and
+hands out a replacement (at most one per ``failure_ttl`` when the API refuses
+every fresh token).
+
+Every token a provider returns -- custom providers and callables included --
+is checked before it can reach a header: a CR, LF, NUL or other byte an HTTP
+header cannot carry is an :class:`~alf_session.InvalidTokenResponse`.
 """
 
 from __future__ import annotations
@@ -29,16 +40,20 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, TypeVar
 
 from . import _fork
 from .errors import ConfigurationError, InvalidTokenResponse, OAuthError, TokenError, TokenTimeout
 from .providers import _wrap_error, as_provider
 from .storage import TokenStorage, as_storage
-from .token import Token
+from .token import Token, _header_safe
 
-__all__ = ["TokenManager", "TokenStats"]
+if TYPE_CHECKING:
+    from ._base import KeyValueStore
+    from .providers import TokenProvider
+
+__all__ = ["ManagerOptions", "TokenManager", "TokenStats"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +88,45 @@ class TokenStats(NamedTuple):
     retries_on_401: int = 0
     storage_errors: int = 0
     storage_hits: int = 0
+
+
+class ManagerOptions(TypedDict, total=False):
+    """The :class:`TokenManager` options that :class:`~alf_session.TokenSession`
+    passes on, for type checkers (``**manager_options``).
+
+    Kept in step with :meth:`TokenManager.__init__` (a test compares them).
+    """
+
+    leeway: float
+    refresh_ahead: float | None
+    refresh_jitter: float
+    failure_ttl: float
+    max_wait: float
+    lock_ttl: float
+    lock_wait: float
+    storage_timeout: float
+    storage_retry_interval: float
+    key: str | None
+    clock: Callable[[], float]
+
+
+def check_options(caller: str, options: Mapping[str, object]) -> None:
+    """Raise the ``TypeError`` Python would, naming ``caller``, for an option
+    :class:`TokenManager` does not take (with the closest one it does)."""
+    import inspect
+
+    known = [
+        name
+        for name, parameter in inspect.signature(TokenManager).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    for name in options:
+        if name not in known:
+            import difflib
+
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}{hint}")
 
 
 class _Entry:
@@ -138,8 +192,8 @@ class TokenManager:
 
     def __init__(
         self,
-        provider: Any,
-        storage: Any = None,
+        provider: TokenProvider | Callable[[], Token | Mapping[str, Any] | str],
+        storage: TokenStorage | KeyValueStore | str | None = None,
         *,
         leeway: float = 30.0,
         refresh_ahead: float | None = 0.75,
@@ -208,6 +262,10 @@ class TokenManager:
         self._entry: _Entry | None = None
         self._failure: _Failure | None = None
         self._rejected: str | None = None  # access token an API refused (401)
+        # The token last fetched to replace a refused one, and when (clock):
+        # bounds a 401 loop (see _refused). And the one a loop was logged for.
+        self._replacement: tuple[Token, float] | None = None
+        self._loop_warned: Token | None = None
         # The last tokens handed out, by header value: a 401 names the token it
         # refused by the header the request carried (see _token_for_header).
         self._handed: dict[str, Token] = {}
@@ -353,22 +411,64 @@ class TokenManager:
         with self._mutex:
             self._counts[index] += n
 
-    def _token_for_header(self, value: str | None) -> Token | None:
+    # -- the request flow's interface ------------------------------------
+    #
+    # alf_session._flow (and through it every front door) uses get_token()
+    # and these two methods, nothing else: see _flow.TokenSource.
+
+    def _token_for_header(self, value: str) -> Token | None:
         """The token this manager handed out whose header value is ``value``.
 
         How a 401 tells that the request carried one of our tokens (and which),
         without marking every request on the hot path.
         """
-        if value is None:
-            return None
         with self._mutex:
             return self._handed.get(value)
 
-    def _replace_refused(self, token: Token) -> Token:
-        """An API answered 401 to ``token``: drop it (only it) and get another."""
+    def _refused(self, token: Token, *, replace: bool) -> Token | None:
+        """An API answered 401 to ``token``: drop it (only it) and, if
+        ``replace``, return another to send the request again with.
+
+        Returns ``None`` (keep the 401) when ``token`` was itself fetched to
+        replace a refused one less than ``failure_ttl`` seconds ago (at least
+        one second): the API refuses every fresh token (a wrong audience or
+        scope, a clock far off), and fetching one more per request would only
+        load the token endpoint. That token is kept meanwhile, so those
+        requests cost no token request; it is logged once, as a warning.
+
+        Raises:
+            TokenError: no replacement could be obtained.
+        """
+        now = self._clock()
+        with self._mutex:
+            last = self._replacement
+            looping = (
+                last is not None
+                and last[0] == token
+                and now - last[1] < max(self.failure_ttl, _MIN_REUSE)
+            )
+            warn = looping and self._loop_warned is not token
+            if warn:
+                self._loop_warned = token
+        if looping:
+            if warn:
+                log.warning(
+                    "the API answered 401 to token %s, fetched %.0fs ago to replace a token "
+                    "it refused: it seems to refuse every token of %r (check audience and "
+                    "scope); not fetching another for %gs",
+                    token.fingerprint,
+                    now - last[1],  # type: ignore[index]  # not None when looping
+                    self.provider,
+                    max(self.failure_ttl, _MIN_REUSE),
+                )
+            return None
         self.invalidate(token)
+        if not replace:
+            return None
         new_token = self.get_token()
-        self._count(3)
+        with self._mutex:
+            self._counts[3] += 1
+            self._replacement = (new_token, now)
         log.info(
             "API answered 401 to token %s; retrying once with token %s",
             token.fingerprint,
@@ -560,6 +660,7 @@ class TokenManager:
             raise InvalidTokenResponse(
                 f"{self.provider!r} returned a {type(token).__name__}, not a Token"
             )
+        _check_header_safe(token, self.provider)
         return token
 
     def _plan(
@@ -735,6 +836,29 @@ class TokenManager:
                 reason[:200],
             )
         raise _StorageFault(reason)
+
+
+def _check_header_safe(token: Token, provider: object) -> None:
+    """Refuse a token that cannot go into an ``Authorization`` header as it is.
+
+    Any provider's token passes here, custom ones and callables included: a
+    CR or LF would let the token's source add headers (or a whole request) to
+    every API request, and a NUL or other control byte is refused by servers
+    or cut short by them. The message names the field, never its value.
+
+    Raises:
+        InvalidTokenResponse: the access token or token type is not a non-empty
+            string of visible ASCII characters.
+    """
+    for field, value in (("access_token", token.access_token), ("token_type", token.token_type)):
+        if not isinstance(value, str) or not _header_safe(value):
+            kind = type(value).__name__ if not isinstance(value, str) else "string"
+            raise InvalidTokenResponse(
+                f"{provider!r} returned a token whose {field} cannot go into an HTTP "
+                f"header: it must be a non-empty string of visible ASCII characters "
+                f"(no CR, LF, NUL, other control characters or spaces); got a {kind}"
+                + (f" of {len(value)} characters" if isinstance(value, str) else "")
+            )
 
 
 def _describe_fault(exc: BaseException) -> str:

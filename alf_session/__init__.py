@@ -17,8 +17,21 @@ import logging
 
 from .adapter import TokenAdapter
 from .auth import BearerAuth
+from .client_auth import (
+    ClientAuth,
+    ClientSecretBasic,
+    ClientSecretJwt,
+    ClientSecretPost,
+    NoClientAuth,
+    PrivateKeyJwt,
+    SelfSignedTlsClientAuth,
+    TlsClientAuth,
+)
+from .discovery import ServerMetadata, discover
 from .errors import (
     ConfigurationError,
+    CredentialSourceError,
+    DiscoveryError,
     InsecureTransportError,
     InvalidClient,
     InvalidGrant,
@@ -60,8 +73,14 @@ __version__ = "0.1.0"
 __all__ = [
     "BearerAuth",
     "CallableProvider",
+    "ClientAuth",
     "ClientCredentials",
+    "ClientSecretBasic",
+    "ClientSecretJwt",
+    "ClientSecretPost",
     "ConfigurationError",
+    "CredentialSourceError",
+    "DiscoveryError",
     "EncryptedStorage",
     "FileStorage",
     "InsecureTransportError",
@@ -72,10 +91,15 @@ __all__ = [
     "InvalidTokenResponse",
     "KeyValueStore",
     "MemoryStorage",
+    "NoClientAuth",
     "OAuth2Provider",
     "OAuthError",
     "PasswordCredentials",
+    "PrivateKeyJwt",
     "RedisStorage",
+    "SelfSignedTlsClientAuth",
+    "ServerMetadata",
+    "TlsClientAuth",
     "Token",
     "TokenAdapter",
     "TokenError",
@@ -91,6 +115,7 @@ __all__ = [
     "UnsupportedGrantType",
     "as_storage",
     "default_retry",
+    "discover",
     "storage_from_url",
 ]
 

@@ -49,6 +49,9 @@ class TokenStorage:
     Args:
         prefix: Namespace put in front of every key.
 
+    Raises:
+        ConfigurationError: ``prefix`` is not a ``str``.
+
     .. versionadded:: 0.1
     """
 
@@ -58,6 +61,13 @@ class TokenStorage:
     blocking = True
 
     def __init__(self, *, prefix: str = DEFAULT_PREFIX) -> None:
+        if not isinstance(prefix, str):
+            from .errors import ConfigurationError
+
+            # A bytes prefix would be spelt "b'...'" inside every key.
+            raise ConfigurationError(
+                f"a storage prefix must be a str such as 'my-service:', not {type(prefix).__name__}"
+            )
         self.prefix = prefix
 
     def key_for(self, name: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +12,13 @@ from ._base import TokenStorage
 __all__ = ["EncryptedStorage"]
 
 _Key = str | bytes
+
+# What is encrypted: this version byte, the SHA-256 of the storage key the
+# value belongs to, then the value. Fernet has no associated data; putting
+# the key's digest inside the authenticated plaintext binds the two the same
+# way: a ciphertext copied under another key decrypts, but names the wrong
+# key, and is garbage there.
+_BOUND = b"\x01"
 
 
 class EncryptedStorage(TokenStorage):
@@ -21,8 +30,13 @@ class EncryptedStorage(TokenStorage):
     the lock are those of the wrapped storage, which keeps its TTLs, its
     lock and its compare-and-delete (done on the ciphertext it holds).
 
-    A value that does not decrypt (written with another key, or garbage) is
-    treated as garbage: the manager warns, fetches and overwrites it.
+    Each value is bound to the storage key it is saved under (the key's
+    SHA-256 is encrypted with it): a ciphertext copied under the key of
+    another credential, or of another prefix, is garbage there, as is a
+    value that does not decrypt (written with another encryption key, or by
+    alf-session 0.1, which did not bind values). The manager counts garbage
+    as a storage error, warns, fetches and overwrites it; a caller never
+    sees an exception.
 
     Args:
         storage: The storage to wrap: a :class:`TokenStorage` or any object
@@ -35,6 +49,9 @@ class EncryptedStorage(TokenStorage):
         ConfigurationError: ``cryptography`` is missing or a key is malformed.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       Values are bound to their storage key; values written by 0.1 are
+       read as garbage (one token request per credential, then overwritten).
     """
 
     def __init__(self, storage: Any, key: _Key | Sequence[_Key]) -> None:
@@ -72,25 +89,34 @@ class EncryptedStorage(TokenStorage):
     def key_for(self, name: str) -> str:
         return self.storage.key_for(name)
 
-    def _decrypt(self, raw: str) -> str:
+    def _encrypt(self, key: str, value: str) -> str:
+        plain = _BOUND + _digest(key) + value.encode("utf-8")
+        return self._fernet.encrypt(plain).decode("ascii")
+
+    def _decrypt(self, key: str, raw: str) -> str:
+        # "" is not JSON: the manager reads it as garbage and overwrites it.
         try:
-            return self._fernet.decrypt(raw.encode("ascii", "replace")).decode("utf-8")
-        except (self._invalid, UnicodeDecodeError):
-            return ""  # not JSON: the manager reads it as garbage and overwrites it
+            plain = self._fernet.decrypt(raw.encode("ascii", "replace"))
+        except self._invalid:
+            return ""
+        bound = plain[: 1 + _DIGEST_SIZE]
+        if not hmac.compare_digest(bound, _BOUND + _digest(key)):
+            return ""  # another key's value (or 0.1's unbound one)
+        return plain[1 + _DIGEST_SIZE :].decode("utf-8", "replace")
 
     def load(self, key: str) -> str | None:
         raw = self.storage.load(key)
-        return None if raw is None else self._decrypt(raw)
+        return None if raw is None else self._decrypt(key, raw)
 
     def save(self, key: str, value: str, ttl: float | None) -> None:
-        self.storage.save(key, self._fernet.encrypt(value.encode("utf-8")).decode("ascii"), ttl)
+        self.storage.save(key, self._encrypt(key, value), ttl)
 
     def delete(self, key: str, expected: str | None = None) -> None:
         if expected is None:
             self.storage.delete(key)
             return
         raw = self.storage.load(key)
-        if raw is not None and self._decrypt(raw) == expected:
+        if raw is not None and self._decrypt(key, raw) == expected:
             self.storage.delete(key, raw)
 
     def acquire_lock(self, key: str, ttl: float) -> str | None:
@@ -98,3 +124,10 @@ class EncryptedStorage(TokenStorage):
 
     def release_lock(self, key: str, owner: str) -> None:
         self.storage.release_lock(key, owner)
+
+
+_DIGEST_SIZE = 32
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()

@@ -24,6 +24,7 @@ from ._base import (
     new_owner,
     text,
 )
+from ._redis import wrong_type
 
 __all__ = ["DjangoCacheStorage", "MemcacheStorage", "ObjectStorage"]
 
@@ -104,6 +105,10 @@ class ObjectStorage(TokenStorage):
             return text(self.obj.get(key))
         except decode_errors():  # a value the object cannot decode: garbage, overwritten
             return GARBAGE
+        except Exception as exc:
+            if wrong_type(exc):  # a Redis behind it holds a hash, a list…: overwritten too
+                return GARBAGE
+            raise
 
     def save(self, key: str, value: str, ttl: float | None) -> None:
         self.obj.set(key, value, **self._ttl(ttl, self._ttl_keyword))
@@ -135,12 +140,27 @@ class ObjectStorage(TokenStorage):
         # Without delete() the lock simply expires; the waiters don't need the
         # release: they poll the storage and take the token once it is there.
         name = lock_key(key)
-        if self._delete is not None and text(self.obj.get(name)) == owner:
+        if self._delete is not None and self.load(name) == owner:
             self._delete(name)
 
 
 # memcached reads an expiry above 30 days as a UNIX time (protocol.txt, "Expiration times").
 _MEMCACHE_MAX_RELATIVE = 30 * 24 * 3600
+
+# memcached keys: at most 250 bytes, no whitespace or control characters
+# (protocol.txt, "Keys"); pymemcache refuses them on each call, which would
+# make every storage call a fault.
+_MEMCACHE_MAX_KEY = 250
+# What key_for adds to the prefix at most: "{" + 64 hex digits + "}" + ":lock".
+_MEMCACHE_KEY_TAIL = len("{}") + 64 + len(":lock")
+
+
+def _memcache_key_fault(key: bytes) -> str | None:
+    """Why memcached can't take ``key`` (bytes, without the client's key_prefix), or None."""
+    bad = sorted({chr(b) for b in key if b <= 0x20 or b == 0x7F})
+    if bad:
+        return f"it holds whitespace or control characters ({', '.join(map(repr, bad))})"
+    return None
 
 
 class MemcacheStorage(ObjectStorage):
@@ -163,6 +183,7 @@ class MemcacheStorage(ObjectStorage):
 
     def __init__(self, obj: Any, *, prefix: str = DEFAULT_PREFIX) -> None:
         super().__init__(obj, prefix=prefix)
+        self._check_prefix()
         self.can_lock = self._add is not None
         name = type(obj).__name__
         # PooledClient, and HashClient(use_pooling=True), lend each thread its
@@ -171,6 +192,60 @@ class MemcacheStorage(ObjectStorage):
         if not (name == "PooledClient" or getattr(obj, "use_pooling", False) is True):
             self._serial = threading.Lock()
         _fork.register(self)
+
+    def _encode_key(self, key: str) -> bytes:
+        """``key`` as the client will send it, or UnicodeEncodeError."""
+        if getattr(self.obj, "allow_unicode_keys", False) is True:
+            return key.encode("utf-8")
+        return key.encode("ascii")
+
+    def _client_prefix(self) -> bytes:
+        client_prefix = getattr(self.obj, "key_prefix", b"")
+        return client_prefix if isinstance(client_prefix, bytes) else b""
+
+    def _check_prefix(self) -> None:
+        from .errors import ConfigurationError
+
+        prefix = self.prefix
+        try:
+            encoded = self._encode_key(prefix)
+        except UnicodeEncodeError:
+            raise ConfigurationError(
+                f"memcached prefix {prefix!r} is not ASCII, and the client was not made with "
+                "allow_unicode_keys=True; use an ASCII prefix"
+            ) from None
+        fault = _memcache_key_fault(encoded)
+        if fault is not None:
+            raise ConfigurationError(
+                f"memcached prefix {prefix!r} can never be part of a memcached key: {fault}; "
+                "use letters, digits and punctuation such as 'my-service:'"
+            )
+        room = _MEMCACHE_MAX_KEY - len(self._client_prefix()) - _MEMCACHE_KEY_TAIL
+        if len(encoded) > room:
+            raise ConfigurationError(
+                f"memcached prefix is {len(encoded)} bytes; with the client's key_prefix and "
+                f"the {_MEMCACHE_KEY_TAIL} bytes of a token's name, keys would pass memcached's "
+                f"{_MEMCACHE_MAX_KEY}-byte limit: use a prefix of at most {max(room, 0)} bytes"
+            )
+
+    def key_for(self, name: str) -> str:
+        """The key of the token named ``name``; hashed when memcached couldn't take it as it is.
+
+        A name with spaces, or a long one (a ``cache_key`` a provider chose),
+        is replaced by its SHA-256: keys stay within memcached's rules, and
+        one credential still gets one key.
+        """
+        key = super().key_for(name)
+        try:
+            encoded = self._encode_key(key)
+        except UnicodeEncodeError:
+            encoded = b" "  # hashed below
+        size = len(self._client_prefix()) + len(encoded) + len(":lock")
+        if _memcache_key_fault(encoded) is None and size <= _MEMCACHE_MAX_KEY:
+            return key
+        import hashlib
+
+        return super().key_for(hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest())
 
     def _after_fork(self) -> None:
         if self._serial is not None:

@@ -20,6 +20,26 @@ end
 return 0
 """
 
+# A lock key with no expiry is not a lock this library took (they all have
+# PX): something else wrote it. Deleted, atomically only while it still has
+# no expiry, so that a real lock taken meanwhile stays.
+_DELETE_IF_PERMANENT = """\
+if redis.call('pttl', KEYS[1]) == -1 then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+def wrong_type(exc: BaseException) -> bool:
+    """Whether ``exc`` is Redis's WRONGTYPE error: a hash, list, set… under a string's key.
+
+    That is garbage under the key, to be overwritten (``SET`` replaces a key
+    of any type), not an outage. Told by the server's error code, so that
+    redis-py, valkey and the clients wrapped by Django look alike.
+    """
+    return type(exc).__name__ == "ResponseError" and "WRONGTYPE" in str(exc)[:80]
+
 
 class RedisStorage(TokenStorage):
     """Tokens in Redis, shared by every process and host that can reach it.
@@ -29,6 +49,10 @@ class RedisStorage(TokenStorage):
     owner from the OS's CSPRNG, released by a Lua compare-and-delete, so only
     its owner can release it and a dead owner's lock expires by itself.
     Token and lock keys share a ``{hash tag}``, hence one cluster slot.
+
+    A value of another type under the token's key (a hash, a list: Redis
+    answers ``WRONGTYPE``) is read as garbage and overwritten by the next
+    save, never taken for an outage; so is a lock key without an expiry.
 
     Args:
         client: A synchronous ``redis.Redis``, ``redis.cluster.RedisCluster``
@@ -57,6 +81,7 @@ class RedisStorage(TokenStorage):
         super().__init__(prefix=prefix)
         self.client = client
         self._compare_and_delete = register(_COMPARE_AND_DELETE)
+        self._delete_if_permanent = register(_DELETE_IF_PERMANENT)
 
     def __repr__(self) -> str:
         # Never the client's repr: it may carry a user name or a URL.
@@ -72,6 +97,10 @@ class RedisStorage(TokenStorage):
             return text(self.client.get(key))
         except decode_errors():  # decode_responses=True on bytes that aren't UTF-8
             return GARBAGE
+        except Exception as exc:
+            if wrong_type(exc):
+                return GARBAGE
+            raise
 
     def save(self, key: str, value: str, ttl: float | None) -> None:
         if ttl is None:
@@ -84,15 +113,28 @@ class RedisStorage(TokenStorage):
         if expected is None:
             self.client.delete(key)
         else:
+            self._delete_if(key, expected)
+
+    def _delete_if(self, key: str, expected: str) -> None:
+        try:
             self._compare_and_delete(keys=[key], args=[expected])
+        except Exception as exc:
+            if not wrong_type(exc):
+                raise
+            # Not a string, so not the value expected: nothing to delete.
 
     def acquire_lock(self, key: str, ttl: float) -> str | None:
         owner = new_owner()
-        taken = self.client.set(lock_key(key), owner, nx=True, px=max(1, math.ceil(ttl * 1000)))
+        name, px = lock_key(key), max(1, math.ceil(ttl * 1000))
+        taken = self.client.set(name, owner, nx=True, px=px)
+        if not taken and self._delete_if_permanent(keys=[name]):
+            # The lock key held something without an expiry (not a lock):
+            # removed, so the lock can be taken, once.
+            taken = self.client.set(name, owner, nx=True, px=px)
         return owner if taken else None
 
     def release_lock(self, key: str, owner: str) -> None:
-        self._compare_and_delete(keys=[lock_key(key)], args=[owner])
+        self._delete_if(lock_key(key), owner)
 
 
 def redis_from_url(url: str, *, timeout: float) -> Any:
@@ -117,16 +159,23 @@ def redis_from_url(url: str, *, timeout: float) -> Any:
             "pip install 'alf-session[redis]'"
         ) from None
     try:
-        return redis.Redis.from_url(
+        client = redis.Redis.from_url(
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
             health_check_interval=30,
         )
-    except ValueError as exc:
+        # redis-py passes an unknown ?option on to each connection it makes,
+        # which then fails with a TypeError on every call: make one now (it
+        # connects only when used) so that the URL fails here instead.
+        pool = client.connection_pool
+        pool.connection_class(**pool.connection_kwargs)
+    except (ValueError, TypeError) as exc:
         # redis-py quotes the bad part (a port, an option); never let that be a password.
         message = str(exc)
+        if isinstance(exc, TypeError):
+            message = "unknown option " + message.rpartition(" ")[2] + " in its query"
         try:
             password = urlsplit(url).password
         except ValueError:
@@ -134,3 +183,4 @@ def redis_from_url(url: str, *, timeout: float) -> Any:
         if password:
             message = message.replace(password, "***")
         raise ConfigurationError(f"bad redis storage URL: {message}") from None
+    return client

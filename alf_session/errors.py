@@ -11,6 +11,8 @@ from the token machinery (no bare ``KeyError``, ``ValueError`` or
     ├── TokenHTTPError              the token endpoint answered with a non-OAuth HTTP error
     ├── InvalidTokenResponse        a 2xx answer that is not a usable token
     ├── TokenTimeout                waited too long for another thread's or process's fetch
+    ├── CredentialSourceError       a ready-made assertion or subject token could not be read
+    ├── DiscoveryError              the issuer's metadata could not be fetched or is wrong
     └── OAuthError                  RFC 6749 §5.2 error: .error, .error_description, .error_uri
         ├── InvalidRequest
         ├── InvalidClient
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConfigurationError",
+    "CredentialSourceError",
+    "DiscoveryError",
     "InsecureTransportError",
     "InvalidClient",
     "InvalidGrant",
@@ -109,6 +113,23 @@ class TokenTimeout(TokenError):
     """Gave up waiting for a token that another thread or process was fetching."""
 
 
+class CredentialSourceError(TokenError):
+    """A ready-made credential could not be read: an assertion or subject token
+    file is missing, empty, too large or not a file, or its callable failed.
+
+    .. versionadded:: 0.2
+    """
+
+
+class DiscoveryError(TokenError):
+    """The issuer's metadata (OpenID Connect discovery or RFC 8414) could not
+    be fetched, or it is not acceptable: another ``issuer``, no
+    ``token_endpoint``, or an endpoint that breaks the transport rule.
+
+    .. versionadded:: 0.2
+    """
+
+
 class OAuthError(TokenError):
     """The token endpoint returned an RFC 6749 §5.2 error response.
 
@@ -145,7 +166,10 @@ class InvalidRequest(OAuthError):
 class InvalidClient(OAuthError):
     """``invalid_client``: client authentication failed."""
 
-    hint = "Check client_id, client_secret and auth_method."
+    hint = (
+        "Check client_id, the credential (client_secret, private_key, client_assertion "
+        "or cert) and auth_method."
+    )
 
 
 class InvalidGrant(OAuthError):

@@ -14,6 +14,10 @@ How it decides, per call of :meth:`TokenManager.get_token`:
    remembered for ``failure_ttl`` seconds and raised again to every caller in
    that time, so that bad credentials never hammer the identity provider.
 
+:meth:`TokenManager.aget_token` takes steps 1 and 2 in the event loop, and
+step 3 in a thread that all waiting tasks share and that queues for the same
+single-flight lock as threads do (see ``_async.py``).
+
 Storage calls are bounded in time and never fail a request: on a fault the
 manager counts it, warns once per interval, skips the storage for a few
 seconds, and carries on with its memory and the token endpoint.
@@ -282,6 +286,8 @@ class TokenManager:
         self._flight = threading.Lock()  # held across one fetch, by one thread
         self._mutex = threading.Lock()  # short critical sections only
         self._refreshing = False
+        # Calls that tasks await, by what they do: one thread runs each (_async.py).
+        self._async_flights: dict[object, Any] = {}
 
     def _after_fork(self) -> None:
         # A parent thread may have held a lock or been refreshing at fork():
@@ -313,7 +319,15 @@ class TokenManager:
         state = self.__dict__.copy()
         with self._mutex:
             state["_hit_counter"] = self._hits()
-        for name in ("_flight", "_mutex", "_refreshing", "_failure", "_hit", "_hit_reads"):
+        for name in (
+            "_flight",
+            "_mutex",
+            "_refreshing",
+            "_async_flights",
+            "_failure",
+            "_hit",
+            "_hit_reads",
+        ):
             state.pop(name, None)
         return state
 
@@ -358,6 +372,39 @@ class TokenManager:
                 self._refresh_in_background(entry)
                 return entry.token
         return self._get_token_slow()
+
+    async def aget_token(self) -> Token:
+        """:meth:`get_token` for async code: never blocks the event loop.
+
+        A token valid in memory is returned at once, by the same lock-free read
+        as :meth:`get_token`, and renewal ahead of expiry starts in the
+        background the same way. Otherwise the task awaits one fetch that runs
+        off the loop: the single-flight wait, the shared storage and its lock,
+        and the token request all happen in a thread, and the event loop keeps
+        running meanwhile. Threads and tasks share one single flight: however
+        many of each need a token at once, one request goes to the endpoint.
+        Works under asyncio and trio (so with httpx on either, through anyio).
+
+        Raises:
+            TokenError: no token could be obtained (as for :meth:`get_token`).
+            TokenTimeout: another fetch took longer than ``max_wait``.
+            RuntimeError: not awaited in a running asyncio or trio event loop.
+
+        .. versionadded:: 0.2
+        """
+        entry = self._entry
+        if entry is not None:
+            now = self._clock()
+            if now < entry.refresh_at:
+                self._hit()
+                return entry.token
+            if now < entry.stale_at:
+                self._hit()
+                self._refresh_in_background(entry)
+                return entry.token
+        from ._async import slow_token  # the slow path only: keeps asyncio out of the import
+
+        return await slow_token(self)
 
     def invalidate(self, token: Token | None = None) -> None:
         """Drop the cached token, in memory and in storage.

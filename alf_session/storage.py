@@ -230,7 +230,10 @@ def storage_from_url(
         timeout: Socket timeouts of a Redis client, in seconds.
 
     Raises:
-        ConfigurationError: an unknown scheme, a bad URL, or a missing package.
+        ConfigurationError: an unknown scheme, a bad URL (a redis option
+            redis-py does not know, options after ``file://`` or
+            ``memory://``), a ``timeout`` that is not a positive number of
+            seconds, or a missing package.
 
     .. versionadded:: 0.1
     """
@@ -240,6 +243,18 @@ def storage_from_url(
 
     if not isinstance(url, str):
         raise ConfigurationError(f"a storage URL must be a str, not {type(url).__name__}")
+    if not isinstance(prefix, str):
+        raise ConfigurationError(
+            f"a storage prefix must be a str such as 'my-service:', not {type(prefix).__name__}"
+        )
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not 0 < timeout < float("inf")
+    ):
+        raise ConfigurationError(
+            f"storage timeout must be a positive number of seconds, not {timeout!r}"
+        )
     try:
         parts = urlsplit(url.strip())
     except ValueError:
@@ -256,8 +271,17 @@ def storage_from_url(
         path = unquote(parts.path)
         if not path:
             raise ConfigurationError("file:// storage needs a directory: file:///path/to/dir")
+        if parts.query or parts.fragment:
+            raise ConfigurationError(
+                "file:// storage takes no ?options or #fragment (a '?' or '#' in the "
+                "directory's name is spelt %3F or %23)"
+            )
         storage = FileStorage(os.path.expanduser(path), prefix=prefix)
     elif scheme == "memory":
+        if parts.netloc or parts.path.strip("/") or parts.query:
+            raise ConfigurationError(
+                "memory:// storage takes no host, path or options: it is this process's memory"
+            )
         with _memory_lock:
             storage = _memory.get(prefix) or _memory.setdefault(
                 prefix, MemoryStorage(prefix=prefix)

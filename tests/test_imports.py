@@ -6,7 +6,17 @@ import json
 import subprocess
 import sys
 
-OPTIONAL = ("redis", "pymemcache", "django", "filelock", "cryptography", "valkey", "hypothesis")
+OPTIONAL = (
+    "redis",
+    "pymemcache",
+    "django",
+    "filelock",
+    "cryptography",
+    "valkey",
+    "hypothesis",
+    "jwt",
+    "trustme",
+)
 
 SCRIPT = """
 import json, sys
@@ -54,3 +64,13 @@ def test_building_a_session_loads_no_optional_backend() -> None:
         f"if m.split('.')[0] in {OPTIONAL!r}), 'handlers': [], 'threads': 1}}))\n"
     )
     assert run(script)["loaded"] == []
+
+
+# The async front doors and their event loops are loaded by whoever uses them:
+# a requests-only service never pays for asyncio, httpx or aiohttp.
+ASYNC = ("asyncio", "httpx", "aiohttp", "anyio", "trio", "sniffio", "httpcore")
+
+
+def test_import_loads_no_event_loop_or_async_client() -> None:
+    result = run(SCRIPT % (ASYNC,))
+    assert result["loaded"] == []

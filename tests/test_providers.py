@@ -246,7 +246,7 @@ class TestAgainstTokenServer:
         assert err.error_description == "Client authentication failed"
         assert err.response is not None
         assert err.response.status_code == 401
-        assert "Check client_id, client_secret and auth_method" in str(err)
+        assert "Check client_id, the credential (client_secret" in str(err)
         assert token_server.token_url in str(err)
         assert token_server.count == 1  # a 401 from the token endpoint is not retried
 

@@ -762,16 +762,3 @@ def test_memcache_client_is_not_shared_with_a_forked_child(
     assert storage.obj.sock is None  # it reconnects on its own socket
     assert storage.load("alf-test:fork") == "parent"
     storage.obj.close()
-
-
-def test_file_storage_warns_of_a_directory_others_can_write(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o777)
-    FileStorage(shared)
-    assert "writable by other users" in caplog.text
-    caplog.clear()
-    FileStorage(tmp_path / "new")  # created 0700
-    assert "writable" not in caplog.text

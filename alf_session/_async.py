@@ -28,6 +28,7 @@ is imported by ``import alf_session``: only the slow path imports it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 import threading
@@ -38,12 +39,15 @@ from typing import TYPE_CHECKING, TypeVar
 from .errors import TokenError
 
 if TYPE_CHECKING:
+    from ._flow import RequestFlow
     from .manager import TokenManager
     from .token import Token
 
 log = logging.getLogger("alf_session.manager")
 
 _T = TypeVar("_T")
+R = TypeVar("R")
+S = TypeVar("S")
 
 # The key of the flight that gets a token (other calls key by what they do).
 TOKEN = "token"  # noqa: S105 - a flight key, not a secret
@@ -77,11 +81,68 @@ def current_library() -> str:
 
 async def slow_token(manager: TokenManager) -> Token:
     """A token for a task that found none usable in memory: one flight, off the loop."""
-    return await joined(manager, TOKEN, manager._get_token_slow, hit=True)
+    # A task that joined a running flight got its token as a thread that
+    # waited for the lock does: from memory, counted as a hit.
+    return await joined(manager, TOKEN, manager._get_token_slow, joiner=lambda _: manager._hit())
+
+
+async def refused(manager: TokenManager, token: Token, *, replace: bool) -> Token | None:
+    """``manager._refused`` off the loop (it may touch the storage and fetch).
+
+    Tasks that report the same refused token at once share one call, and get
+    the same replacement; each retry is counted, as for threads.
+    """
+
+    def joiner(new: Token | None) -> None:
+        if replace and new is not None:
+            manager._count(3)
+
+    return await joined(
+        manager,
+        ("refused", token.header_value, replace),
+        functools.partial(manager._refused, token, replace=replace),
+        joiner=joiner,
+    )
+
+
+async def attach(flow: RequestFlow[R, S], manager: TokenManager, request: R) -> Token | None:
+    """:meth:`RequestFlow.attach` for async drivers: the token from ``aget_token``."""
+    if not flow.allowed(request):
+        return None
+    token = await manager.aget_token()
+    flow.wire.set_authorization(request, token.header_value)
+    return token
+
+
+async def retry_for(
+    flow: RequestFlow[R, S], manager: TokenManager, request: R, response: S
+) -> R | None:
+    """:meth:`RequestFlow.retry_for` for async drivers: same rule, manager off the loop."""
+    refusal = flow.refusal(request, response)
+    if refusal is None:
+        return None
+    token, again = refusal
+    new = await refused(manager, token, replace=again)
+    if new is None or not again:
+        return None
+    return flow.wire.resend(request, response, new.header_value)
+
+
+async def refused_retry(
+    flow: RequestFlow[R, S], manager: TokenManager, retry: R, response: S
+) -> None:
+    """:meth:`RequestFlow.refused_retry` for async drivers."""
+    token = flow.retry_refusal(retry, response)
+    if token is not None:
+        await refused(manager, token, replace=False)
 
 
 async def joined(
-    manager: TokenManager, key: Hashable, call: Callable[[], _T], *, hit: bool = False
+    manager: TokenManager,
+    key: Hashable,
+    call: Callable[[], _T],
+    *,
+    joiner: Callable[[_T], object] | None = None,
 ) -> _T:
     """Run ``call`` in a thread, once for all tasks that ask for ``key`` meanwhile.
 
@@ -89,8 +150,8 @@ async def joined(
         manager: Whose flights these are.
         key: What the call does; tasks asking for the same key share a run.
         call: A blocking call of the manager's synchronous engine.
-        hit: Count a cache hit for each task that joined a running call
-            (its result came from memory, as for a thread that waited).
+        joiner: Called with the result in each task that joined a running
+            call rather than started it (to count it as the call would have).
 
     Raises:
         Whatever ``call`` raised; a :class:`TokenError` as a fresh copy per
@@ -102,8 +163,8 @@ async def joined(
         result = await _wait(future, library)
     except TokenError as exc:
         raise exc._clone() from exc.__cause__
-    if hit and not started:
-        manager._hit()
+    if joiner is not None and not started:
+        joiner(result)
     return result
 
 

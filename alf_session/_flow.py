@@ -214,6 +214,24 @@ class RequestFlow(Generic[R, S]):
         Raises:
             TokenError: a replacement token could not be obtained.
         """
+        refusal = self.refusal(request, response, resend=resend)
+        if refusal is None:
+            return None
+        token, again = refusal
+        new = self.source._refused(token, replace=again)
+        if new is None or not again:
+            return None
+        return self.wire.resend(request, response, new.header_value)
+
+    def refusal(self, request: R, response: S, *, resend: bool = True) -> tuple[Token, bool] | None:
+        """The decision of :meth:`retry_for`, without telling the manager.
+
+        Returns ``None`` when ``response`` is not a refusal of our token, else
+        ``(token, again)``: the token to report to ``_refused``, and whether
+        the request may be sent again with a replacement. An async driver
+        reports it off the event loop (``alf_session._async.retry_for``); the
+        rule stays here, once.
+        """
         wire = self.wire
         if wire.status(response) != 401 or wire.is_retry(request):
             return None
@@ -229,29 +247,28 @@ class RequestFlow(Generic[R, S]):
         if final is not request and wire.is_retry(final):
             # A hop of our own retry was refused too: the manager hears of it
             # (it bounds a 401 loop), nothing is sent again.
-            self.source._refused(token, replace=False)
-            return None
+            return token, False
         if not resend or not wire.replayable(request):
             # Not sent again, but refused all the same: dropped, so that the
             # next request gets a new token instead of another 401.
-            self.source._refused(token, replace=False)
-            return None
-        new = self.source._refused(token, replace=True)
-        if new is None:
-            return None
-        return wire.resend(request, response, new.header_value)
+            return token, False
+        return token, True
 
     def refused_retry(self, retry: R, response: S) -> None:
         """Tell the manager that ``response`` refused our ``retry`` as well.
 
         Nothing is sent again; the manager uses it to bound a 401 loop.
         """
-        if self.wire.status(response) != 401:
-            return
-        header = self.wire.authorization(retry)
-        token = None if header is None else self.source._token_for_header(header)
+        token = self.retry_refusal(retry, response)
         if token is not None:
             self.source._refused(token, replace=False)
+
+    def retry_refusal(self, retry: R, response: S) -> Token | None:
+        """The token of ours that ``response`` refused on our ``retry``, if it did."""
+        if self.wire.status(response) != 401:
+            return None
+        header = self.wire.authorization(retry)
+        return None if header is None else self.source._token_for_header(header)
 
     def auth_flow(self, request: R) -> Generator[R, S, None]:
         """The whole flow as a generator, for drivers shaped like httpx's ``Auth``.

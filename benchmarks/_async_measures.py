@@ -501,9 +501,7 @@ def measure_async_stall(env: Env, quick: bool) -> Result:
                 result.na(contender.name, why)
                 continue
             try:
-                lat, bad, fetched, stall = asyncio.run(
-                    _stall_once(contender, env, duration, tasks)
-                )
+                lat, bad, fetched, stall = asyncio.run(_stall_once(contender, env, duration, tasks))
             except Exception as exc:
                 result.na(contender.name, f"{type(exc).__name__}: {exc}"[:120])
                 continue

@@ -72,9 +72,7 @@ async def demo() -> None:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as users:
-                answers = await asyncio.gather(
-                    *(users.get("/orders/summary") for _ in range(50))
-                )
+                answers = await asyncio.gather(*(users.get("/orders/summary") for _ in range(50)))
                 ok = sum(a.status_code == 200 for a in answers)
                 print(f"50 concurrent requests: {ok} answered 200; token requests: {idp.count}")
 

@@ -1,0 +1,524 @@
+"""httpx (sync and async) and aiohttp front doors, against the real loopback servers.
+
+Every test runs for each door through one uniform async call (:class:`Door`):
+``httpx`` (:class:`TokenClient`, called from a worker thread), ``httpx-async``
+(:class:`AsyncTokenClient`) and ``aiohttp`` (:class:`TokenMiddleware` on a
+``ClientSession``). The rules are the request flow's (``tests/test_flow.py``
+checks them without a network); these tests check that each driver applies
+them on the wire: the header, the one retry on 401 with exact counts,
+``token_hosts``, redirects, body replay and typed errors.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import anyio
+import httpx
+import pytest
+
+from alf_session import (
+    ClientCredentials,
+    ConfigurationError,
+    InvalidClient,
+    TokenError,
+    TokenManager,
+    TokenSession,
+)
+from alf_session._servers import APIServer, TokenServer
+from alf_session.aiohttp import TokenMiddleware
+from alf_session.httpx import AsyncTokenClient, TokenAuth, TokenClient
+
+from .helpers import CLIENT_ID, CLIENT_SECRET, FakeClock, run_threads
+
+pytestmark = pytest.mark.anyio
+
+DOORS = ["httpx", "httpx-async", "aiohttp"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # aiohttp runs on asyncio only; trio is tested apart below
+
+
+@dataclass
+class Answer:
+    """What a door's call returned, the same for every library."""
+
+    status: int
+    history: list[int] = field(default_factory=list)
+    body: Any = None
+
+
+class Door:
+    """One front door on ``manager``, with a uniform ``await door.request(...)``."""
+
+    def __init__(
+        self, kind: str, manager: TokenManager, token_hosts: Any = None, **options: Any
+    ) -> None:
+        self.kind = kind
+        self.manager = manager
+        self.token_hosts = token_hosts
+        self.options = options
+        self._client: Any = None
+
+    async def __aenter__(self) -> Door:
+        if self.kind == "httpx":
+            self._client = TokenClient(
+                token_manager=self.manager, token_hosts=self.token_hosts, **self.options
+            )
+        elif self.kind == "httpx-async":
+            self._client = AsyncTokenClient(
+                token_manager=self.manager, token_hosts=self.token_hosts, **self.options
+            )
+        else:
+            middleware = TokenMiddleware(self.manager, token_hosts=self.token_hosts)
+            self._client = aiohttp.ClientSession(middlewares=(middleware,), **self.options)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.kind == "httpx":
+            self._client.close()
+        elif self.kind == "httpx-async":
+            await self._client.aclose()
+        else:
+            await self._client.close()
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> Answer:
+        if self.kind == "aiohttp":
+            if "content" in kwargs:
+                kwargs["data"] = kwargs.pop("content")
+            if "follow_redirects" in kwargs:
+                kwargs["allow_redirects"] = kwargs.pop("follow_redirects")
+            async with self._client.request(method, url, **kwargs) as response:
+                body = await response.json() if response.status == 200 else None
+                return Answer(response.status, [r.status for r in response.history], body)
+        kwargs.setdefault("follow_redirects", True)
+        if self.kind == "httpx":
+            client = self._client
+            response = await anyio.to_thread.run_sync(lambda: client.request(method, url, **kwargs))
+        else:
+            response = await self._client.request(method, url, **kwargs)
+        body = response.json() if response.status_code == 200 else None
+        return Answer(response.status_code, [r.status_code for r in response.history], body)
+
+    async def get(self, url: str, **kwargs: Any) -> Answer:
+        return await self.request("GET", url, **kwargs)
+
+
+@pytest.fixture(params=DOORS)
+def door_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_door(door_kind: str, make_manager: Callable[..., TokenManager]) -> Callable[..., Door]:
+    """``make_door(manager=None, token_hosts=None, **client_options)``."""
+
+    def make(manager: TokenManager | None = None, token_hosts: Any = None, **options: Any) -> Door:
+        return Door(door_kind, manager or make_manager(), token_hosts, **options)
+
+    return make
+
+
+@pytest.fixture
+def other_api(token_server: TokenServer) -> Iterator[APIServer]:
+    """A second API on another port: another origin."""
+    with APIServer(token_server) as server:
+        yield server
+
+
+def _host(server: APIServer) -> str:
+    return f"127.0.0.1:{server.port}"
+
+
+# -- the header ------------------------------------------------------------------
+
+
+async def test_header_on_every_request_one_token(
+    make_door: Callable[..., Door], token_server: TokenServer, api_server: APIServer
+) -> None:
+    async with make_door() as door:
+        for path in ("/a", "/b", "/c"):
+            answer = await door.get(api_server.base_url + path)
+            assert answer.status == 200 and answer.body["path"] == path
+    assert token_server.count == 1
+    assert len(set(api_server.seen)) == 1
+    assert api_server.seen[0] is not None and api_server.seen[0].startswith("Bearer at-")
+
+
+async def test_a_header_the_caller_set_wins_and_is_never_retried(
+    make_door: Callable[..., Door], token_server: TokenServer, api_server: APIServer
+) -> None:
+    async with make_door() as door:
+        answer = await door.get(
+            api_server.base_url + "/x", headers={"Authorization": "Bearer callers-own"}
+        )
+    assert answer.status == 401 and answer.history == []
+    assert api_server.seen == ["Bearer callers-own"]
+    assert token_server.count == 0
+
+
+# -- 401 ----------------------------------------------------------------------------
+
+
+async def test_401_retried_once_with_a_new_token(
+    make_door: Callable[..., Door], token_server: TokenServer, api_server: APIServer
+) -> None:
+    async with make_door() as door:
+        assert (await door.get(api_server.base_url + "/a")).status == 200
+        token_server.revoke()
+        calls, fetched = api_server.calls, token_server.count
+        answer = await door.get(api_server.base_url + "/b")
+        assert answer.status == 200
+        assert (api_server.calls - calls, token_server.count - fetched) == (2, 1)
+        assert api_server.seen[-2] != api_server.seen[-1]
+        if door.kind != "aiohttp":  # aiohttp's history holds redirects only
+            assert answer.history == [401]
+        # The new token is cached: the next call is one API call, no token request.
+        assert (await door.get(api_server.base_url + "/c")).status == 200
+        assert (api_server.calls - calls, token_server.count - fetched) == (3, 1)
+    assert door.manager.stats.retries_on_401 == 1
+
+
+async def test_an_api_that_refuses_every_token_gets_one_retry_only(
+    make_door: Callable[..., Door], token_server: TokenServer, api_server: APIServer
+) -> None:
+    async with make_door() as door:
+        await door.get(api_server.base_url + "/a")
+        original = token_server.check
+        token_server.check = lambda token, cert=None: "audience mismatch"  # type: ignore[method-assign]
+        try:
+            calls, fetched = api_server.calls, token_server.count
+            answer = await door.get(api_server.base_url + "/b")
+            assert answer.status == 401
+            assert (api_server.calls - calls, token_server.count - fetched) == (2, 1)
+            # The replacement was refused too: no token request per request now.
+            answer = await door.get(api_server.base_url + "/c")
+            assert answer.status == 401
+            assert token_server.count - fetched == 1
+        finally:
+            token_server.check = original  # type: ignore[method-assign]
+
+
+async def test_many_tasks_refused_at_once_make_one_token_request(
+    make_door: Callable[..., Door], token_server: TokenServer, api_server: APIServer
+) -> None:
+    async with make_door() as door:
+        await door.get(api_server.base_url + "/warm")
+        token_server.revoke()
+        answers: list[Answer] = []
+
+        async def one() -> None:
+            answers.append(await door.get(api_server.base_url + "/x"))
+
+        async with anyio.create_task_group() as tasks:
+            for _ in range(30):
+                tasks.start_soon(one)
+    assert [a.status for a in answers] == [200] * 30
+    assert token_server.count == 2
+    assert door.manager.stats.retries_on_401 == api_server.unauthorized
+
+
+# -- bodies ---------------------------------------------------------------------------
+
+
+async def test_a_bytes_body_is_sent_again(
+    make_door: Callable[..., Door], token_server: TokenServer, api_server: APIServer
+) -> None:
+    async with make_door() as door:
+        await door.get(api_server.base_url + "/a")
+        token_server.revoke()
+        answer = await door.request("POST", api_server.base_url + "/up", content=b"x" * 1000)
+    assert answer.status == 200 and answer.body["body_length"] == 1000
+    assert api_server.unauthorized == 1
+
+
+async def test_a_streamed_body_is_not_sent_again_but_the_token_is_dropped(
+    make_door: Callable[..., Door], token_server: TokenServer, api_server: APIServer
+) -> None:
+    async with make_door() as door:
+        await door.get(api_server.base_url + "/a")
+        token_server.revoke()
+        calls = api_server.calls
+        if door.kind == "httpx":
+
+            def chunks() -> Iterator[bytes]:
+                yield b"part1"
+                yield b"part2"
+
+            body: Any = chunks()
+        else:
+
+            async def achunks() -> AsyncIterator[bytes]:
+                yield b"part1"
+                yield b"part2"
+
+            body = achunks()
+        answer = await door.request("POST", api_server.base_url + "/up", content=body)
+        assert answer.status == 401
+        assert api_server.calls - calls == 1
+        # The refused token was dropped: the next request has a new one at once.
+        answer = await door.get(api_server.base_url + "/b")
+        assert answer.status == 200 and api_server.calls - calls == 2
+    assert token_server.count == 2
+
+
+# -- where the token goes --------------------------------------------------------------
+
+
+async def test_token_hosts_keeps_the_token_from_other_hosts(
+    make_door: Callable[..., Door],
+    token_server: TokenServer,
+    api_server: APIServer,
+    other_api: APIServer,
+) -> None:
+    async with make_door(token_hosts=[_host(api_server)]) as door:
+        assert (await door.get(other_api.base_url + "/x")).status == 401
+        assert other_api.seen == [None]
+        assert token_server.count == 0  # not even fetched
+        assert (await door.get(api_server.base_url + "/x")).status == 200
+    assert token_server.count == 1
+
+
+async def test_a_lookalike_host_is_not_an_allowed_host(
+    make_door: Callable[..., Door], token_server: TokenServer, api_server: APIServer
+) -> None:
+    async with make_door(token_hosts=[_host(api_server)]) as door:
+        # "localhost" is the same machine, but not the host name allowed.
+        url = api_server.base_url.replace("127.0.0.1", "localhost") + "/x"
+        assert (await door.get(url)).status == 401
+    assert api_server.seen == [None] and token_server.count == 0
+
+
+async def test_a_same_origin_redirect_keeps_the_token(
+    make_door: Callable[..., Door], api_server: APIServer
+) -> None:
+    async with make_door() as door:
+        answer = await door.get(api_server.base_url + "/redirect?to=/orders")
+    assert answer.status == 200 and answer.history == [302]
+    assert api_server.seen[0] is not None and api_server.seen[0] == api_server.seen[1]
+
+
+async def test_no_token_across_a_change_of_origin(
+    make_door: Callable[..., Door], api_server: APIServer, other_api: APIServer
+) -> None:
+    """Even when the other origin is an allowed host: a hop never gets the token."""
+    hosts = [_host(api_server), _host(other_api)]
+    async with make_door(token_hosts=hosts) as door:
+        answer = await door.get(
+            api_server.base_url + "/redirect?to=" + other_api.base_url + "/elsewhere"
+        )
+        assert answer.status == 401 and answer.history == [302]
+        assert other_api.seen == [None]
+        # ... and a later request of the same task to that origin gets it.
+        assert (await door.get(other_api.base_url + "/direct")).status == 200
+    assert other_api.seen[-1] == api_server.seen[0]
+
+
+async def test_an_unfollowed_redirect_does_not_cost_the_next_request_its_token(
+    make_door: Callable[..., Door], api_server: APIServer, other_api: APIServer
+) -> None:
+    async with make_door() as door:
+        answer = await door.get(
+            api_server.base_url + "/redirect?to=" + other_api.base_url + "/x",
+            follow_redirects=False,
+        )
+        assert answer.status == 302
+        # The caller follows it by hand: a request of its own, with the token.
+        assert (await door.get(other_api.base_url + "/x")).status == 200
+
+
+# -- errors -----------------------------------------------------------------------------
+
+
+async def test_bad_credentials_raise_a_typed_error_and_send_nothing(
+    door_kind: str,
+    make_manager: Callable[..., TokenManager],
+    make_provider: Callable[..., ClientCredentials],
+    api_server: APIServer,
+) -> None:
+    manager = make_manager(make_provider(client_secret="wrong-secret-5ee1"))
+    async with Door(door_kind, manager) as door:
+        with pytest.raises(InvalidClient) as caught:
+            await door.get(api_server.base_url + "/x")
+    assert api_server.calls == 0
+    assert "wrong-secret-5ee1" not in str(caught.value)
+    assert isinstance(caught.value, TokenError)
+
+
+async def test_token_endpoint_down_raises_token_error(
+    make_door: Callable[..., Door],
+    make_manager: Callable[..., TokenManager],
+    make_provider: Callable[..., ClientCredentials],
+    token_server: TokenServer,
+    api_server: APIServer,
+) -> None:
+    token_server.failure = (503, "maintenance")
+    async with make_door(make_manager(make_provider(retry=0))) as door:
+        with pytest.raises(TokenError, match="503"):
+            await door.get(api_server.base_url + "/x")
+    assert api_server.calls == 0
+
+
+# -- one manager, every kind of caller ---------------------------------------------------
+
+
+async def test_threads_and_tasks_on_one_manager_make_one_token_request(
+    door_kind: str, token_server: TokenServer, api_server: APIServer, clock: FakeClock
+) -> None:
+    """A TokenSession in threads and an async door in tasks, cold, at once."""
+    token_server.delay = 0.3
+    manager = TokenManager(
+        ClientCredentials(token_server.token_url, CLIENT_ID, CLIENT_SECRET), clock=clock
+    )
+    session = TokenSession(token_manager=manager)
+    results: list[Any] = []
+    worker = threading.Thread(
+        target=lambda: results.extend(
+            run_threads(8, lambda: session.get(api_server.base_url + "/t", timeout=10))
+        )
+    )
+    try:
+        async with Door(door_kind, manager) as door:
+            answers: list[Answer] = []
+
+            async def one() -> None:
+                answers.append(await door.get(api_server.base_url + "/a"))
+
+            async with anyio.create_task_group() as tasks:
+                worker.start()
+                for _ in range(20):
+                    tasks.start_soon(one)
+    finally:
+        worker.join(30)
+        session.close()
+    assert [a.status for a in answers] == [200] * 20
+    assert [r.status_code for r in results] == [200] * 8
+    assert token_server.count == 1
+
+
+# -- construction ------------------------------------------------------------------------
+
+
+async def test_clients_take_token_session_keywords_and_their_own(
+    token_server: TokenServer, api_server: APIServer
+) -> None:
+    async with AsyncTokenClient(
+        token_server.token_url,
+        CLIENT_ID,
+        CLIENT_SECRET,
+        scope="orders:read",
+        auth_method="client_secret_post",
+        leeway=5,
+        base_url=api_server.base_url,
+        timeout=10,
+    ) as client:
+        assert (await client.get("/orders")).status_code == 200
+        assert client.token_manager.leeway == 5
+        assert client.token_hosts is None
+    assert token_server.requests[0].form["scope"] == "orders:read"
+    assert token_server.requests[0].form["client_id"] == CLIENT_ID  # client_secret_post
+    with TokenClient(
+        token_server.token_url, CLIENT_ID, CLIENT_SECRET, base_url=api_server.base_url
+    ) as sync_client:
+        assert sync_client.get("/orders").status_code == 200
+
+
+def test_construction_errors_say_what_is_wrong(token_server: TokenServer) -> None:
+    manager = TokenManager(ClientCredentials(token_server.token_url, CLIENT_ID, CLIENT_SECRET))
+    with pytest.raises(ConfigurationError, match="not both"):
+        AsyncTokenClient(token_manager=manager, client_id="x")
+    with pytest.raises(ConfigurationError, match="AsyncTokenClient needs token_endpoint"):
+        AsyncTokenClient()
+    with pytest.raises(ConfigurationError, match="puts its token on requests itself"):
+        TokenClient(token_manager=manager, auth=("user", "pass"))
+    with pytest.raises(ConfigurationError, match="TokenManager"):
+        TokenAuth("not a manager")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="TokenManager"):
+        TokenMiddleware(object())  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="token_hosts"):
+        TokenAuth(manager, token_hosts=["https://api.example.com/"])
+    with pytest.raises(TypeError):
+        TokenClient(token_manager=manager, no_such_option=1)
+
+
+def test_reprs_show_no_secret(token_server: TokenServer) -> None:
+    manager = TokenManager(ClientCredentials(token_server.token_url, CLIENT_ID, CLIENT_SECRET))
+    manager.get_token()
+    with TokenClient(token_manager=manager) as client:
+        texts = [repr(client), repr(client.token_auth), repr(TokenMiddleware(manager))]
+    for text in texts:
+        assert CLIENT_SECRET not in text
+        assert manager.get_token().access_token not in text
+
+
+# -- wire details (httpx.MockTransport: no server) -----------------------------------------
+
+
+async def test_httpx_retry_carries_the_cookies_the_401_set() -> None:
+    from alf_session.testing import StaticTokenProvider
+
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.headers["authorization"] == "Bearer old":
+            return httpx.Response(401, headers={"Set-Cookie": "session=s1; Path=/"})
+        return httpx.Response(200, json={"ok": True})
+
+    manager = TokenManager(StaticTokenProvider("old", "new"))
+    async with AsyncTokenClient(
+        token_manager=manager, transport=httpx.MockTransport(handle)
+    ) as client:
+        response = await client.post("https://api.example/x", json={"a": 1})
+    assert response.status_code == 200 and [r.status_code for r in response.history] == [401]
+    assert [r.headers["authorization"] for r in seen] == ["Bearer old", "Bearer new"]
+    assert seen[1].headers["cookie"] == "session=s1"
+    assert seen[1].content == seen[0].content == b'{"a":1}'
+
+
+async def test_httpx_token_hosts_judges_the_host_httpx_connects_to() -> None:
+    from alf_session.testing import StaticTokenProvider
+
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200)
+
+    manager = TokenManager(StaticTokenProvider("t"))
+    async with AsyncTokenClient(
+        token_manager=manager,
+        token_hosts=["api.example.com"],
+        transport=httpx.MockTransport(handle),
+    ) as client:
+        for url in (
+            "https://api.example.com.evil.example/",
+            "https://evil.example/?api.example.com",
+            "https://user:pw@evil.example/api.example.com",
+            "https://API.EXAMPLE.COM./x",
+        ):
+            await client.get(url)
+    assert [r.headers.get("authorization") for r in seen] == [None, None, None, "Bearer t"]
+
+
+# -- trio -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_async_token_client_under_trio(
+    token_server: TokenServer, api_server: APIServer, make_manager: Callable[..., TokenManager]
+) -> None:
+    async with AsyncTokenClient(token_manager=make_manager()) as client:
+        async with anyio.create_task_group() as tasks:
+            for _ in range(20):
+                tasks.start_soon(client.get, api_server.base_url + "/x")
+        token_server.revoke()
+        response = await client.get(api_server.base_url + "/y")
+    assert response.status_code == 200 and [r.status_code for r in response.history] == [401]
+    assert token_server.count == 2

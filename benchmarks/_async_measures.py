@@ -5,9 +5,13 @@
    static ``Authorization`` header through the same transport (the floor).
 9. Async herd: 200 tasks start cold on one client while the token endpoint
    takes 300 ms; token requests, and the longest the event loop stalled.
-10. Async expiry stall: 32 tasks loop requests to the real API over several
-    2 s token lifetimes with a 300 ms token endpoint: latencies, requests over
-    250 ms, failures, token requests, the longest loop stall.
+10. Async expiry stall: 8 tasks loop requests over several 2 s token
+    lifetimes with a 300 ms token endpoint: latencies, requests over 250 ms,
+    failures, token requests, the longest loop stall.
+
+The API is the mock transport for the httpx clients (only the token requests
+touch the network, so what stalls is the token engine) and the loopback API
+for aiohttp, which has no mock transport.
 
 The peers are the async clients people use for client credentials: Authlib's
 ``AsyncOAuth2Client`` (httpx) and httpx-auth's ``OAuth2ClientCredentials``
@@ -21,7 +25,7 @@ import asyncio
 import cProfile
 import gc
 import importlib
-import json
+import os
 import pstats
 import random
 import statistics
@@ -44,38 +48,47 @@ from _harness import (
     plus,
     ratio,
 )
+from _hot_path import _hot_rounds, pin_to_one_core
 
 import alf_session
 
 MOCK_BASE = "https://api.bench.test"
 MOCK_URL = MOCK_BASE + "/orders"
-MOCK_TOKEN_URL = "https://idp.bench.test/token"  # answered by the mock transport too
-HEADER = "Bearer " + "x" * 40
 
 
-def _mock_transport() -> Any:
-    """Answers the API (200 with a token, 401 without) and a token endpoint."""
+def api_mock(env: Env, *, yielding: bool = False) -> Any:
+    """The API as an ``httpx.MockTransport`` (no network): 200 for a token the
+    token server holds valid, 401 otherwise, as the loopback API answers.
+
+    Mounted for ``MOCK_BASE`` only: token requests still go to the real token
+    server on loopback. So the only network I/O an httpx client does is its
+    token requests, and a stall shows the token engine, not the transport.
+
+    ``yielding``: each answer lets the event loop run once, as a real
+    response does; without it, a task whose requests never suspend would
+    keep the loop (and every other task) until it stops.
+    """
     import httpx
 
-    token_body = json.dumps(
-        {"access_token": "x" * 40, "token_type": "Bearer", "expires_in": 3600}
-    ).encode()
+    check = env.tokens.check
 
-    def handle(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/token":
-            return httpx.Response(
-                200, content=token_body, headers={"Content-Type": "application/json"}
-            )
-        ok = "authorization" in request.headers
+    def answer(request: httpx.Request) -> httpx.Response:
+        header = request.headers.get("authorization", "")
+        ok = header.startswith("Bearer ") and check(header[7:]) is None
         return httpx.Response(200 if ok else 401, content=b"{}")
 
-    return httpx.MockTransport(handle)
+    async def answer_later(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0)
+        return answer(request)
+
+    return httpx.MockTransport(answer_later if yielding else answer)
 
 
 class AsyncContender:
     name = ""
     dist = ""
     module = ""
+    mockable = True  # runs over api_mock (an httpx client)
 
     def missing(self) -> str | None:
         try:
@@ -84,8 +97,8 @@ class AsyncContender:
             return f"not installed ({exc.name}); pip install -e '.[bench]'"
         return None
 
-    async def build(self, token_url: str, *, transport: Any = None, short: bool = False) -> Any:
-        """A client with no token yet (``transport``: the mock, for measure 8)."""
+    async def build(self, token_url: str, *, api: Any = None, short: bool = False) -> Any:
+        """A client with no token yet; ``api``: the transport to mount for MOCK_BASE."""
         raise NotImplementedError
 
     async def call(self, client: Any, url: str) -> int:
@@ -96,48 +109,44 @@ class AsyncContender:
         await client.aclose()
 
 
+def _mounts(api: Any) -> dict[str, Any]:
+    return {} if api is None else {"mounts": {MOCK_BASE: api}}
+
+
 class AlfAsyncClient(AsyncContender):
     name = "alf-session AsyncTokenClient"
     dist = "alf-session"
     module = "alf_session.httpx"
 
-    async def build(self, token_url: str, *, transport: Any = None, short: bool = False) -> Any:
+    async def build(self, token_url: str, *, api: Any = None, short: bool = False) -> Any:
         from alf_session.httpx import AsyncTokenClient
 
-        if transport is not None:
-            # The token comes from the mock's endpoint, through requests: give
-            # the manager a provider that asks the mock transport instead.
-            manager = alf_session.TokenManager(
-                lambda: alf_session.Token(
-                    "x" * 40, expires_at=time.time() + 3600, issued_at=time.time()
-                )
-            )
-            return AsyncTokenClient(token_manager=manager, transport=transport)
-        return AsyncTokenClient(token_url, CLIENT_ID, CLIENT_SECRET, timeout=30)
+        return AsyncTokenClient(token_url, CLIENT_ID, CLIENT_SECRET, timeout=30, **_mounts(api))
 
 
-class AlfTokenAuth(AlfAsyncClient):
+class AlfTokenAuth(AsyncContender):
     name = "alf-session TokenAuth on httpx.AsyncClient"
+    dist = "alf-session"
+    module = "alf_session.httpx"
 
-    async def build(self, token_url: str, *, transport: Any = None, short: bool = False) -> Any:
+    async def build(self, token_url: str, *, api: Any = None, short: bool = False) -> Any:
         import httpx
 
         from alf_session.httpx import TokenAuth
 
-        client = await super().build(token_url, transport=transport, short=short)
-        manager = client.token_manager
-        await client.aclose()
-        return httpx.AsyncClient(auth=TokenAuth(manager), transport=transport, timeout=30)
+        manager = alf_session.TokenManager(
+            alf_session.ClientCredentials(token_url, CLIENT_ID, CLIENT_SECRET)
+        )
+        return httpx.AsyncClient(auth=TokenAuth(manager), timeout=30, **_mounts(api))
 
 
 class AlfAiohttp(AsyncContender):
     name = "alf-session aiohttp TokenMiddleware"
     dist = "aiohttp"
     module = "aiohttp"
+    mockable = False  # aiohttp has no mock transport: the loopback API
 
-    async def build(self, token_url: str, *, transport: Any = None, short: bool = False) -> Any:
-        if transport is not None:
-            raise NotImplementedError("aiohttp has no mock transport")
+    async def build(self, token_url: str, *, api: Any = None, short: bool = False) -> Any:
         import aiohttp
 
         from alf_session.aiohttp import TokenMiddleware
@@ -161,22 +170,18 @@ class Authlib(AsyncContender):
     dist = "authlib"
     module = "authlib.integrations.httpx_client"
 
-    async def build(self, token_url: str, *, transport: Any = None, short: bool = False) -> Any:
+    async def build(self, token_url: str, *, api: Any = None, short: bool = False) -> Any:
         from authlib.integrations.httpx_client import AsyncOAuth2Client
 
-        if transport is not None:
-            token_url = MOCK_TOKEN_URL
-        client = AsyncOAuth2Client(
+        return AsyncOAuth2Client(
             CLIENT_ID,
             CLIENT_SECRET,
             token_endpoint=token_url,
             grant_type="client_credentials",
             leeway=1 if short else 60,
-            transport=transport,
             timeout=30,
+            **_mounts(api),
         )
-        client.glue_fetched = False
-        return client
 
     async def call(self, client: Any, url: str) -> int:
         # Its documentation has the user fetch the first token; it renews
@@ -192,26 +197,23 @@ class HttpxAuth(AsyncContender):
     dist = "httpx-auth"
     module = "httpx_auth"
 
-    async def build(self, token_url: str, *, transport: Any = None, short: bool = False) -> Any:
+    async def build(self, token_url: str, *, api: Any = None, short: bool = False) -> Any:
         import httpx
         import httpx_auth
 
         httpx_auth.OAuth2.token_cache.clear()  # global to the process
-        if transport is not None:
-            token_url = MOCK_TOKEN_URL
         auth = httpx_auth.OAuth2ClientCredentials(
             token_url,
             client_id=CLIENT_ID,
             client_secret=CLIENT_SECRET,
             early_expiry=0.5 if short else 30,
-            client=httpx.Client(transport=transport) if transport is not None else None,
         )
-        return httpx.AsyncClient(auth=auth, transport=transport, timeout=30)
+        return httpx.AsyncClient(auth=auth, timeout=30, **_mounts(api))
 
 
-CONTENDERS: list[AsyncContender] = [AlfAsyncClient(), AlfTokenAuth(), Authlib(), HttpxAuth()]
-WIRE_CONTENDERS: list[AsyncContender] = [
+CONTENDERS: list[AsyncContender] = [
     AlfAsyncClient(),
+    AlfTokenAuth(),
     AlfAiohttp(),
     Authlib(),
     HttpxAuth(),
@@ -252,9 +254,11 @@ def measure_async_hot_path(env: Env, quick: bool) -> Result:
         MEASURES[8],
         [
             Column("wall_us", "wall µs", f2),
+            Column("cpu_us", "CPU µs", f2),
             Column("wall_ratio", "x floor", ratio),
-            Column("wall_added_us", "+µs", plus),
-            Column("wall_added_ci", "±95%", lambda x: f"±{x:.1f}"),
+            Column("cpu_ratio", "CPU x floor", ratio),
+            Column("cpu_added_us", "+µs CPU", plus),
+            Column("cpu_added_ci", "±95%", lambda x: f"±{x:.1f}"),
             Column("added_calls", "+calls", lambda x: f"{x:+d}"),
         ],
     )
@@ -268,22 +272,22 @@ def measure_async_hot_path(env: Env, quick: bool) -> Result:
     loop = asyncio.new_event_loop()
     clients: dict[str, Any] = {}
     problems: dict[str, str] = {}
-    names = [floor_name] + [c.name for c in CONTENDERS]
-    by_name = {c.name: c for c in CONTENDERS}
+    hot = [c for c in CONTENDERS if c.mockable]
+    names = [floor_name] + [c.name for c in hot]
+    by_name = {c.name: c for c in hot}
     try:
-        transport = _mock_transport()
+        api = api_mock(env)
+        static, _ = env.tokens.issue()
         clients[floor_name] = httpx.AsyncClient(
-            transport=transport, headers={"Authorization": HEADER}
+            mounts={MOCK_BASE: api}, headers={"Authorization": f"Bearer {static}"}
         )
-        for contender in CONTENDERS:
+        for contender in hot:
             why = contender.missing()
             if why:
                 problems[contender.name] = why
                 continue
             try:
-                client = loop.run_until_complete(
-                    contender.build(env.token_url, transport=transport)
-                )
+                client = loop.run_until_complete(contender.build(env.token_url, api=api))
                 status = loop.run_until_complete(contender.call(client, MOCK_URL))
                 if status != 200:
                     raise RuntimeError(f"first request answered {status}")
@@ -305,45 +309,49 @@ def measure_async_hot_path(env: Env, quick: bool) -> Result:
             for _ in range(3):
                 loop.run_until_complete(runners[name]())
         wall: dict[str, list[float]] = {name: [] for name in clients}
-        added: dict[str, list[float]] = {name: [] for name in clients}
+        cpu: dict[str, list[float]] = {name: [] for name in clients}
+        added_wall: dict[str, list[float]] = {name: [] for name in clients}
+        added_cpu: dict[str, list[float]] = {name: [] for name in clients}
 
-        def timed(name: str) -> float:
-            start = time.perf_counter()
+        def timed(name: str) -> tuple[float, float]:
+            w0, c0 = time.perf_counter(), time.thread_time()
             loop.run_until_complete(runners[name]())
-            per = (time.perf_counter() - start) / batch * 1e6
-            wall[name].append(per)
-            return per
+            c1, w1 = time.thread_time(), time.perf_counter()
+            w, c = (w1 - w0) / batch * 1e6, (c1 - c0) / batch * 1e6
+            wall[name].append(w)
+            cpu[name].append(c)
+            return w, c
 
+        # As measure 1: each batch paired with a floor batch next to it, in
+        # random order, on one core, the collector off within a batch.
         order = [name for name in clients if name != floor_name]
         shuffler = random.Random(1)
+        pinned = pin_to_one_core()
         gc.disable()
         try:
-            for _ in range(rounds):
-                gc.collect()
-                shuffler.shuffle(order)
-                for name in order:
-                    if shuffler.random() < 0.5:
-                        floor = timed(floor_name)
-                        mine = timed(name)
-                    else:
-                        mine = timed(name)
-                        floor = timed(floor_name)
-                    added[name].append(mine - floor)
+            _hot_rounds(rounds, order, floor_name, shuffler, timed, added_wall, added_cpu)
         finally:
             gc.enable()
+            if pinned is not None:
+                os.sched_setaffinity(0, pinned)
         calls = {name: _calls_per_request(loop, clients[name]) for name in clients}
-        floor_us = statistics.median(wall[floor_name])
+        floor_wall = statistics.median(wall[floor_name])
+        floor_cpu = statistics.median(cpu[floor_name])
         for name in names:
             if name in problems:
                 result.na(name, problems[name])
                 continue
-            plus_us = statistics.median(added[name]) if name != floor_name else 0.0
+            aw = statistics.median(added_wall[name]) if name != floor_name else 0.0
+            ac = statistics.median(added_cpu[name]) if name != floor_name else 0.0
             result.add(
                 name,
                 wall_us=statistics.median(wall[name]),
-                wall_ratio=(floor_us + plus_us) / floor_us,
-                wall_added_us=plus_us,
-                wall_added_ci=median_ci(added[name]) if name != floor_name else None,
+                cpu_us=statistics.median(cpu[name]),
+                wall_ratio=(floor_wall + aw) / floor_wall,
+                cpu_ratio=(floor_cpu + ac) / floor_cpu,
+                wall_added_us=aw,
+                cpu_added_us=ac,
+                cpu_added_ci=median_ci(added_cpu[name]) if name != floor_name else None,
                 added_calls=calls[name] - calls[floor_name],
             )
     finally:
@@ -354,9 +362,12 @@ def measure_async_hot_path(env: Env, quick: bool) -> Result:
         loop.close()
     result.notes += [
         f"{rounds} rounds x {batch} awaited gets per library in one asyncio loop, each batch",
-        "paired with a floor batch; x floor and +µs: median of the paired differences.",
-        "Transport: httpx.MockTransport (no network); it also answers the peers' token",
-        "requests. +calls: Python function calls per request over the floor (cProfile).",
+        "paired with a floor batch, pinned to one core; x floor and +µs: median of the paired",
+        "differences (CPU = time.thread_time()).",
+        "API: httpx.MockTransport (no network; it checks the token with the token server),",
+        "mounted for the API's URL; the one token request goes to the loopback token server.",
+        "+calls: Python function calls per request over the floor (cProfile). aiohttp has no",
+        "mock transport: it is in measures 9 and 10.",
     ]
     return result
 
@@ -379,8 +390,9 @@ def _calls_per_request(loop: asyncio.AbstractEventLoop, client: Any, n: int = 50
 
 
 async def _herd_once(contender: AsyncContender, env: Env, tasks: int) -> tuple[int, int, float]:
-    client = await contender.build(env.token_url)
-    url = env.api.base_url + "/orders"
+    api = api_mock(env, yielding=True) if contender.mockable else None
+    url = MOCK_URL if contender.mockable else env.api.base_url + "/orders"
+    client = await contender.build(env.token_url, api=api)
     before = env.tokens.count
     lag = LoopLag()
     watcher = asyncio.ensure_future(lag.run())
@@ -410,7 +422,7 @@ def measure_async_herd(env: Env, quick: bool) -> Result:
     saved = env.tokens.delay
     env.tokens.delay = 0.3
     try:
-        for contender in WIRE_CONTENDERS:
+        for contender in CONTENDERS:
             why = contender.missing()
             if why:
                 result.na(contender.name, why)
@@ -433,8 +445,10 @@ def measure_async_herd(env: Env, quick: bool) -> Result:
         env.tokens.delay = saved
     result.notes += [
         f"{tasks} tasks x {rounds} run(s), each on a new client with no token, token endpoint",
-        "300 ms; 'token reqs': the most of any run. 'max loop stall': the longest the event",
-        "loop could not run a 5 ms ticker (a blocking fetch shows up as ~300 ms). Target: 1.",
+        "300 ms on loopback; the API is measure 8's mock transport for the httpx clients (so",
+        "the only I/O is token requests) and the loopback API for aiohttp. 'token reqs': the",
+        "most of any run. 'max loop stall': the longest the event loop could not run a 5 ms",
+        "ticker (a fetch that blocks the loop shows as ~300 ms). Target: 1, and no stall.",
     ]
     return result
 
@@ -445,8 +459,9 @@ def measure_async_herd(env: Env, quick: bool) -> Result:
 async def _stall_once(
     contender: AsyncContender, env: Env, duration: float, tasks: int
 ) -> tuple[list[float], int, int, float]:
-    client = await contender.build(env.token_url, short=True)
-    url = env.api.base_url + "/orders"
+    api = api_mock(env, yielding=True) if contender.mockable else None
+    url = MOCK_URL if contender.mockable else env.api.base_url + "/orders"
+    client = await contender.build(env.token_url, api=api, short=True)
     await contender.call(client, url)  # the cold start is measure 9's business
     before = env.tokens.count
     latencies: list[float] = []
@@ -477,7 +492,7 @@ async def _stall_once(
 
 
 def measure_async_stall(env: Env, quick: bool) -> Result:
-    duration, tasks = (2.2, 32) if quick else (8.0, 32)
+    duration, tasks = (2.2, 8) if quick else (8.0, 8)
     result = Result(
         10,
         MEASURES[10],
@@ -495,7 +510,7 @@ def measure_async_stall(env: Env, quick: bool) -> Result:
     saved = env.tokens.expires_in, env.tokens.delay
     env.tokens.expires_in, env.tokens.delay = 2, 0.3
     try:
-        for contender in WIRE_CONTENDERS:
+        for contender in CONTENDERS:
             why = contender.missing()
             if why:
                 result.na(contender.name, why)
@@ -523,7 +538,9 @@ def measure_async_stall(env: Env, quick: bool) -> Result:
         env.tokens.expires_in, env.tokens.delay = saved
     result.notes += [
         f"{tasks} tasks in one event loop for {duration:g} s ({duration / 2:g} token lifetimes)",
-        "per library, real API on loopback, token endpoint 300 ms. Peers' margins fit 2 s",
-        "tokens: authlib leeway=1, httpx-auth early_expiry=0.5. Target: 0 over 250 ms.",
+        "per library, token endpoint 300 ms on loopback; the API is measure 8's mock transport",
+        "for httpx clients (it refuses expired tokens, so 'failed' counts them) and the",
+        "loopback API for aiohttp. Peers' margins fit 2 s tokens: authlib leeway=1, httpx-auth",
+        "early_expiry=0.5. Target: 0 over 250 ms, and no loop stall near 300 ms.",
     ]
     return result

@@ -1,4 +1,4 @@
-"""Async callers on the same engine as threads: the slow path of ``aget_token``.
+"""Async callers on the same engine as threads: ``aget_token`` and the async drivers.
 
 The hot path of :meth:`TokenManager.aget_token` is the lock-free read of
 :meth:`TokenManager.get_token`, done in the event loop. Everything that can
@@ -18,6 +18,13 @@ request) stays in the manager's one synchronous engine, and runs off the loop:
   asyncio, a ``trio.Event`` set through the run's ``TrioToken`` under trio
   (httpx runs on both through anyio). A cancelled task stops waiting; the
   fetch goes on for the others.
+
+The async drivers (``alf_session.httpx``, ``alf_session.aiohttp``) take the
+request flow's decisions from :class:`~alf_session._flow.RequestFlow` as the
+sync drivers do, and only report to the manager through here:
+:func:`attach`, :func:`retry_for` and :func:`refused_retry` are the flow's
+steps of the same names with the manager's calls awaited off the loop (tasks
+refused at once with the same token share one ``_refused`` call).
 
 A fresh thread per flight, not a pool: a pool's idle-worker bookkeeping does
 not survive ``fork()`` (a child would queue work for threads it does not

@@ -93,22 +93,19 @@ _WIRE = AiohttpWire()
 
 
 class _Hop:
-    """A redirect that one of our middlewares let through: the next request
-    of the same ``session.request`` call is its hop."""
+    """A redirect that a middleware let through: the next request of the same
+    ``session.request`` call is its hop."""
 
-    __slots__ = ("call", "carried", "middleware", "origin")
+    __slots__ = ("call", "carried", "origin")
 
-    def __init__(self, middleware: object, call: object, origin: _flow.Origin, carried: bool):
-        self.middleware = middleware
+    def __init__(self, call: object, origin: _flow.Origin, carried: bool) -> None:
         self.call = call
         self.origin = origin
         self.carried = carried
 
 
-# Per task: the redirect the last request of this task answered, if any.
-_last_redirect: contextvars.ContextVar[_Hop | None] = contextvars.ContextVar(
-    "alf_session_aiohttp_redirect", default=None
-)
+# Stands for "the call" when aiohttp's requests do not tell (see _call_of).
+_ANY_CALL = object()
 
 
 def _call_of(request: ClientRequest) -> object:
@@ -118,7 +115,7 @@ def _call_of(request: ClientRequest) -> object:
     # that follows a redirect in the same task counts as its hop: a token
     # is then missing where one was due, never sent where it was not.
     traces = getattr(request, "_traces", None)
-    return traces if isinstance(traces, list) else _last_redirect
+    return traces if isinstance(traces, list) else _ANY_CALL
 
 
 class TokenMiddleware:
@@ -144,7 +141,7 @@ class TokenMiddleware:
     .. versionadded:: 0.2
     """
 
-    __slots__ = ("_flow",)
+    __slots__ = ("_flow", "_last_redirect")
 
     def __init__(
         self, manager: TokenManager, *, token_hosts: Iterable[str] | str | None = None
@@ -155,6 +152,12 @@ class TokenMiddleware:
             )
         self._flow: _flow.RequestFlow[ClientRequest, ClientResponse] = _flow.RequestFlow(
             manager, _flow.normalize_hosts(token_hosts), _WIRE
+        )
+        # Per task (a context variable) and per middleware (several may be
+        # chained, each with its own manager): the redirect this middleware
+        # saw answer the task's last request, if it was one.
+        self._last_redirect: contextvars.ContextVar[_Hop | None] = contextvars.ContextVar(
+            "alf_session_aiohttp_redirect", default=None
         )
 
     @property
@@ -179,10 +182,11 @@ class TokenMiddleware:
         flow = self._flow
         manager: TokenManager = flow.source  # type: ignore[assignment]  # built with one
         carried = True
-        hop = _last_redirect.get()
+        last_redirect = self._last_redirect
+        hop = last_redirect.get()
         if hop is not None:
-            _last_redirect.set(None)
-            if hop.middleware is self and hop.call is _call_of(request):
+            last_redirect.set(None)
+            if hop.call is _call_of(request):
                 # A redirect hop: the token stays on it only within the origin.
                 carried = hop.carried and _WIRE.origin(request) == hop.origin
         if carried and "Authorization" not in request.headers:
@@ -190,7 +194,7 @@ class TokenMiddleware:
         response = await handler(request)
         status = response.status
         if status in _REDIRECTS:
-            _last_redirect.set(_Hop(self, _call_of(request), _WIRE.origin(request), carried))
+            last_redirect.set(_Hop(_call_of(request), _WIRE.origin(request), carried))
             return response
         if status != 401:
             return response

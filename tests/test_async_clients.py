@@ -522,3 +522,64 @@ async def test_async_token_client_under_trio(
         response = await client.get(api_server.base_url + "/y")
     assert response.status_code == 200 and [r.status_code for r in response.history] == [401]
     assert token_server.count == 2
+
+
+# -- aiohttp: middlewares run for every redirect hop ------------------------------------
+
+
+async def test_aiohttp_two_middlewares_each_keep_their_token_off_a_cross_origin_hop(
+    token_server: TokenServer,
+    api_server: APIServer,
+    other_api: APIServer,
+    make_manager: Callable[..., TokenManager],
+) -> None:
+    first = TokenMiddleware(make_manager(), token_hosts=[_host(api_server)])
+    second = TokenMiddleware(make_manager(), token_hosts=[_host(other_api)])
+    async with aiohttp.ClientSession(middlewares=(first, second)) as session:
+        url = api_server.base_url + "/redirect?to=" + other_api.base_url + "/x"
+        async with session.get(url) as response:
+            assert response.status == 401
+        # Each middleware put its token on the first request only where allowed.
+        assert api_server.seen[0] is not None and other_api.seen == [None]
+        async with session.get(other_api.base_url + "/y") as response:
+            assert response.status == 200  # the second middleware's own host
+    assert token_server.count == 2
+
+
+async def test_aiohttp_without_a_call_marker_fails_closed(
+    monkeypatch: pytest.MonkeyPatch,
+    make_manager: Callable[..., TokenManager],
+    api_server: APIServer,
+    other_api: APIServer,
+) -> None:
+    """If aiohttp stops telling a hop from the next call, hops still get no token."""
+    import alf_session.aiohttp as module
+
+    monkeypatch.setattr(module, "_call_of", lambda request: module._ANY_CALL)
+    async with aiohttp.ClientSession(middlewares=(TokenMiddleware(make_manager()),)) as session:
+        url = api_server.base_url + "/redirect?to=" + other_api.base_url + "/x"
+        async with session.get(url) as response:
+            assert response.status == 401
+        assert other_api.seen == [None]
+        async with session.get(api_server.base_url + "/redirect?to=/same") as response:
+            assert response.status == 200  # within the origin, the hop keeps it
+    assert api_server.seen[-1] == api_server.seen[0]
+
+
+async def test_aiohttp_a_file_body_is_sent_again(
+    make_manager: Callable[..., TokenManager],
+    token_server: TokenServer,
+    api_server: APIServer,
+    tmp_path: Any,
+) -> None:
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(b"y" * 5000)
+    async with aiohttp.ClientSession(middlewares=(TokenMiddleware(make_manager()),)) as session:
+        async with session.get(api_server.base_url + "/a"):
+            pass
+        token_server.revoke()
+        with upload.open("rb") as body:
+            async with session.post(api_server.base_url + "/up", data=body) as response:
+                assert response.status == 200
+                assert (await response.json())["body_length"] == 5000
+    assert api_server.unauthorized == 1

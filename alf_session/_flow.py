@@ -17,7 +17,10 @@ The flow, for one request::
         yield retry                        # the driver drains the 401, sends this
 
 :meth:`RequestFlow.auth_flow` is exactly that generator; a driver for a
-library with httpx's ``auth_flow`` shape can hand it over as it is. The
+library with httpx's ``auth_flow`` shape can hand it over as it is.
+:meth:`RequestFlow.aauth_flow` is the same for an event loop (asyncio or
+trio): the token comes from ``aget_token`` and a 401 is judged in a thread
+(it may touch the storage and the token endpoint), so the loop never blocks. The
 requests drivers call the steps themselves, because requests splits them
 (``prepare_request`` attaches, ``send`` and response hooks see the 401) and
 because the hot path must not pay for a generator.
@@ -68,7 +71,7 @@ import base64
 import ipaddress
 import re
 import socket
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -114,12 +117,15 @@ S_contra = TypeVar("S_contra", contravariant=True)
 class TokenSource(Protocol):
     """What the flow needs from a :class:`~alf_session.TokenManager`.
 
-    Three methods, documented in the manager: ``get_token`` (public) for the
-    token to attach, ``_token_for_header`` to recognise one of its tokens in
-    the header a refused request carried, and ``_refused`` to report a 401.
+    Four methods, documented in the manager: ``get_token`` and
+    ``aget_token`` (public) for the token to attach, ``_token_for_header``
+    to recognise one of its tokens in the header a refused request carried,
+    and ``_refused`` to report a 401.
     """
 
     def get_token(self) -> Token: ...
+
+    async def aget_token(self) -> Token: ...
 
     def _token_for_header(self, value: str) -> Token | None: ...
 
@@ -265,6 +271,44 @@ class RequestFlow(Generic[R, S]):
         if retry is not None:
             response = yield retry
             self.refused_retry(retry, response)
+
+    # -- the same, for drivers in an event loop (asyncio or trio) --
+
+    async def aattach(self, request: R) -> Token | None:
+        """:meth:`attach` without blocking the event loop (``aget_token``)."""
+        if self.hosts is not None and not host_allowed(self.wire.origin(request), self.hosts):
+            return None
+        token = await self.source.aget_token()
+        self.wire.set_authorization(request, token.header_value)
+        return token
+
+    async def aretry_for(self, request: R, response: S, *, resend: bool = True) -> R | None:
+        """:meth:`retry_for` without blocking the event loop.
+
+        A response that is not a 401 is judged in the loop; a 401 (which may
+        touch the storage and the token endpoint) in a thread of its own.
+        """
+        if self.wire.status(response) != 401:
+            return None
+        from ._async import run_sync  # the 401 path only: keeps asyncio out of the import
+
+        return await run_sync(lambda: self.retry_for(request, response, resend=resend))
+
+    async def arefused_retry(self, retry: R, response: S) -> None:
+        """:meth:`refused_retry` without blocking the event loop."""
+        if self.wire.status(response) == 401:
+            from ._async import run_sync
+
+            await run_sync(lambda: self.refused_retry(retry, response))
+
+    async def aauth_flow(self, request: R) -> AsyncGenerator[R, S]:
+        """:meth:`auth_flow` for drivers in an event loop; same steps, same rules."""
+        await self.aattach(request)
+        response = yield request
+        retry = await self.aretry_for(request, response)
+        if retry is not None:
+            response = yield retry
+            await self.arefused_retry(retry, response)
 
 
 # -- hosts -------------------------------------------------------------------------------------

@@ -272,3 +272,22 @@ class TestHosts:
             normalize_hosts("bad\u2603idna.example")
         with pytest.raises(ConfigurationError, match="list"):
             normalize_hosts(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_aauth_flow_same_steps_in_an_event_loop(
+    manager: TokenManager, provider: Tokens, anyio_backend: str
+) -> None:
+    flow = flow_of(manager)
+    steps = flow.aauth_flow(Req("https://api.example/x", body=b"data"))
+    sent = await steps.__anext__()
+    assert sent.headers == {"Authorization": "Bearer tok-1"}
+    retry = await steps.asend(Resp(401, sent))
+    assert retry.headers["Authorization"] == "Bearer tok-2"
+    with pytest.raises(StopAsyncIteration):
+        await steps.asend(Resp(401, retry))
+    assert provider.count == 2
+    other = flow_of(manager, ["elsewhere.example"]).aauth_flow(Req("https://api.example/y"))
+    assert (await other.__anext__()).headers == {}
+    await other.aclose()

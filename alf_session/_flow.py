@@ -37,10 +37,11 @@ What :meth:`RequestFlow.retry_for` decides on a response:
    only such a 401 is ours. A header the caller set is never replaced.
 3. The manager is told (:meth:`TokenSource._refused`): it drops that token
    only (a newer one that another thread or process stored is kept) and,
-   when the request can be sent again, hands out a replacement -- unless the
-   token it refused was itself a replacement refused within a short window:
-   then the API refuses every fresh token, and fetching one per request would
-   only hammer the token endpoint. The 401 is then returned as it is.
+   when the request can be sent again, hands out a replacement -- unless that
+   token was already refused on the retry of an earlier request, less than
+   ``failure_ttl`` ago: then the API refuses every fresh token, and fetching
+   one per request would only hammer the token endpoint. The 401 is then
+   returned as it is. (A refused retry is reported too: :meth:`refused_retry`.)
 4. A body that cannot be replayed (a generator, a file whose start is
    unknown) is not sent again; the token is still dropped.
 5. The retry is a copy of the request with its body rewound, the cookies the
@@ -129,7 +130,7 @@ class TokenSource(Protocol):
 
     def _token_for_header(self, value: str) -> Token | None: ...
 
-    def _refused(self, token: Token, *, replace: bool) -> Token | None: ...
+    def _refused(self, token: Token, *, replace: bool, again: bool = False) -> Token | None: ...
 
 
 class Wire(Protocol[R, S_contra]):
@@ -235,7 +236,7 @@ class RequestFlow(Generic[R, S]):
         if final is not request and wire.is_retry(final):
             # A hop of our own retry was refused too: the manager hears of it
             # (it bounds a 401 loop), nothing is sent again.
-            self.source._refused(token, replace=False)
+            self.source._refused(token, replace=False, again=True)
             return None
         if not resend or not wire.replayable(request):
             # Not sent again, but refused all the same: dropped, so that the
@@ -257,7 +258,7 @@ class RequestFlow(Generic[R, S]):
         header = self.wire.authorization(retry)
         token = None if header is None else self.source._token_for_header(header)
         if token is not None:
-            self.source._refused(token, replace=False)
+            self.source._refused(token, replace=False, again=True)
 
     def auth_flow(self, request: R) -> Generator[R, S, None]:
         """The whole flow as a generator, for drivers shaped like httpx's ``Auth``.

@@ -26,8 +26,8 @@ The request flow (``alf_session._flow``, which every front door drives) uses
 :meth:`TokenManager.get_token` and two internal methods, nothing else:
 ``_token_for_header(value)`` names the token of ours an ``Authorization``
 header carries, and ``_refused(token, replace=...)`` reports a 401 to it and
-hands out a replacement (at most one per ``failure_ttl`` when the API refuses
-every fresh token).
+hands out a replacement (none for ``failure_ttl`` once a replacement was
+refused on its retry too: the API refuses every fresh token).
 
 Every token a provider returns -- custom providers and callables included --
 is checked before it can reach a header: a CR, LF, NUL or other byte an HTTP
@@ -266,10 +266,9 @@ class TokenManager:
         self._entry: _Entry | None = None
         self._failure: _Failure | None = None
         self._rejected: str | None = None  # access token an API refused (401)
-        # The token last fetched to replace a refused one, and when (clock):
-        # bounds a 401 loop (see _refused). And the one a loop was logged for.
-        self._replacement: tuple[Token, float] | None = None
-        self._loop_warned: Token | None = None
+        # A token refused on the retry after a 401, and when (clock): a 401
+        # loop, which bounds the token requests 401s cost (see _refused).
+        self._looping: tuple[Token, float] | None = None
         # The last tokens handed out, by header value: a 401 names the token it
         # refused by the header the request carried (see _token_for_header).
         self._handed: dict[str, Token] = {}
@@ -472,50 +471,50 @@ class TokenManager:
         with self._mutex:
             return self._handed.get(value)
 
-    def _refused(self, token: Token, *, replace: bool) -> Token | None:
+    def _refused(self, token: Token, *, replace: bool, again: bool = False) -> Token | None:
         """An API answered 401 to ``token``: drop it (only it) and, if
         ``replace``, return another to send the request again with.
 
-        Returns ``None`` (keep the 401) when ``token`` was itself fetched to
-        replace a refused one less than ``failure_ttl`` seconds ago (at least
-        one second): the API refuses every fresh token (a wrong audience or
-        scope, a clock far off), and fetching one more per request would only
-        load the token endpoint. That token is kept meanwhile, so those
-        requests cost no token request; it is logged once, as a warning.
+        ``again``: ``token`` was refused on the retry of a request whose first
+        token was refused too. Then the API seems to refuse every fresh token
+        (a wrong audience or scope, a clock far off), and fetching one more per
+        request would only load the token endpoint: ``token`` is kept, and
+        for ``failure_ttl`` seconds (at least one) a 401 to it returns
+        ``None`` (the caller gets the 401) with no token request. This is
+        logged as a warning, once while it lasts.
 
         Raises:
             TokenError: no replacement could be obtained.
         """
         now = self._clock()
+        window = max(self.failure_ttl, _MIN_REUSE)
         with self._mutex:
-            last = self._replacement
-            looping = (
-                last is not None
-                and last[0] == token
-                and now - last[1] < max(self.failure_ttl, _MIN_REUSE)
-            )
-            warn = looping and self._loop_warned is not token
-            if warn:
-                self._loop_warned = token
-        if looping:
+            looping = self._looping
+            if again:
+                # A loop lasts while such refusals keep coming; a warning
+                # opens each loop, not each refusal in it.
+                warn = looping is None or now - looping[1] > 2 * window
+                self._looping = (token, now)
+            else:
+                warn = False
+                if looping is not None and looping[0] == token and now - looping[1] < window:
+                    return None
+        if again:
             if warn:
                 log.warning(
-                    "the API answered 401 to token %s, fetched %.0fs ago to replace a token "
-                    "it refused: it seems to refuse every token of %r (check audience and "
-                    "scope); not fetching another for %gs",
+                    "the API answered 401 to token %s, fetched to replace a token it "
+                    "refused: it seems to refuse every token of %r (check audience, scope "
+                    "and clocks); keeping that token, with no new token request, for %gs",
                     token.fingerprint,
-                    now - last[1],  # type: ignore[index]  # not None when looping
                     self.provider,
-                    max(self.failure_ttl, _MIN_REUSE),
+                    window,
                 )
             return None
         self.invalidate(token)
         if not replace:
             return None
         new_token = self.get_token()
-        with self._mutex:
-            self._counts[3] += 1
-            self._replacement = (new_token, now)
+        self._count(3)
         log.info(
             "API answered 401 to token %s; retrying once with token %s",
             token.fingerprint,

@@ -37,11 +37,12 @@ What :meth:`RequestFlow.retry_for` decides on a response:
    only such a 401 is ours. A header the caller set is never replaced.
 3. The manager is told (:meth:`TokenSource._refused`): it drops that token
    only (a newer one that another thread or process stored is kept) and,
-   when the request can be sent again, hands out a replacement -- unless that
-   token was already refused on the retry of an earlier request, less than
-   ``failure_ttl`` ago: then the API refuses every fresh token, and fetching
-   one per request would only hammer the token endpoint. The 401 is then
-   returned as it is. (A refused retry is reported too: :meth:`refused_retry`.)
+   when the request can be sent again, hands out a replacement -- unless
+   replacements were refused on their own retries twice within
+   ``failure_ttl``: then the API refuses every fresh token, and fetching one
+   per request would only hammer the token endpoint, so the 401 is returned
+   as it is while that lasts. (A refused retry is reported too:
+   :meth:`refused_retry`.)
 4. A body that cannot be replayed (a generator, a file whose start is
    unknown) is not sent again; the token is still dropped.
 5. The retry is a copy of the request with its body rewound, the cookies the

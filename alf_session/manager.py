@@ -28,9 +28,8 @@ The request flow (``alf_session._flow``, which every front door drives) uses
 :meth:`TokenManager.get_token` (or ``aget_token``) and two internal methods,
 nothing else: ``_token_for_header(value)`` names the token of ours an
 ``Authorization`` header carries, and ``_refused(token, replace=...)``
-reports a 401 to it and hands out a replacement (none for ``failure_ttl``
-once a replacement was refused on its retry too: the API refuses every fresh
-token).
+reports a 401 to it and hands out a replacement (none while the API keeps
+refusing every fresh token: twice a replacement refused on its own retry).
 
 Every token a provider returns -- custom providers and callables included --
 is checked before it can reach a header: a CR, LF, NUL or other byte an HTTP
@@ -285,8 +284,10 @@ class TokenManager:
         # The last tokens handed out, by header value: a 401 names the token it
         # refused by the header the request carried (see _token_for_header).
         self._handed: dict[str, Token] = {}
-        # A token refused on the retry after a 401, and when (clock): a 401
-        # loop, which bounds the token requests 401s cost (see _refused).
+        # When (clock) a token was last refused on the retry after a 401, and
+        # the token kept while 401s loop, with when: bounds the token requests
+        # 401s cost (see _refused).
+        self._again_at: float | None = None
         self._looping: tuple[Token, float] | None = None
         self._counts = _Counters()
         self._start_hit_counter(0)
@@ -493,42 +494,46 @@ class TokenManager:
         won't take the refused token from the storage meanwhile (``_rejected``).
 
         ``again``: ``token`` was refused on the retry of a request whose first
-        token was refused too. Then the API seems to refuse every fresh token
-        (a wrong audience or scope, a clock far off), and fetching one more per
-        request would only load the token endpoint: ``token`` is kept, and
-        for ``failure_ttl`` seconds (at least one) a 401 to it returns
-        ``None`` (the caller gets the 401) with no token request. This is
-        logged as a warning, once while it lasts.
+        token was refused too. Once is bad luck (a token revoked while the
+        retry was on its way): ``token`` is dropped. Twice within
+        ``failure_ttl`` (at least a second) and the API seems to refuse every
+        fresh token (a wrong audience or scope, a clock far off): fetching one
+        more per request would only load the token endpoint. Then ``token`` is
+        kept, and while 401s to it keep coming less than ``failure_ttl`` apart
+        they are returned as they are (``None``), with no token request. This
+        is logged as a warning, once while it lasts.
 
         Raises:
             TokenError: no replacement could be obtained.
         """
         now = self._clock()
         window = max(self.failure_ttl, _MIN_REUSE)
+        loop = warn = False
         with self._mutex:
             looping = self._looping
             if again:
-                # A loop lasts while such refusals keep coming; a warning
-                # opens each loop, not each refusal in it.
-                warn = looping is None or now - looping[1] > 2 * window
-                self._looping = (token, now)
-            else:
-                warn = False
-                if looping is not None and looping[0] == token and now - looping[1] < window:
-                    return None
-        if again:
+                previous, self._again_at = self._again_at, now
+                loop = previous is not None and now - previous < window
+                warn = loop and (looping is None or now - looping[1] > 2 * window)
+                if loop:
+                    self._looping = (token, now)
+            elif looping is not None and looping[0] == token and now - looping[1] < window:
+                self._again_at = now  # the loop goes on
+                return None
+        if again and loop:
             if warn:
                 log.warning(
                     "the API answered 401 to token %s, fetched to replace a token it "
-                    "refused: it seems to refuse every token of %r (check audience, scope "
-                    "and clocks); keeping that token, with no new token request, for %gs",
+                    "refused, and did so before: it seems to refuse every token of %r "
+                    "(check audience, scope and clocks); keeping that token, with no new "
+                    "token request, while this lasts (%gs at a time)",
                     token.fingerprint,
                     self.provider,
                     window,
                 )
             return None
         self._invalidate(token, wait=False)
-        if not replace:
+        if again or not replace:
             return None
         new_token = self.get_token()
         with self._mutex:

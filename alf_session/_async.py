@@ -19,12 +19,10 @@ request) stays in the manager's one synchronous engine, and runs off the loop:
   (httpx runs on both through anyio). A cancelled task stops waiting; the
   fetch goes on for the others.
 
-The async drivers (``alf_session.httpx``, ``alf_session.aiohttp``) take the
-request flow's decisions from :class:`~alf_session._flow.RequestFlow` as the
-sync drivers do, and only report to the manager through here:
-:func:`attach`, :func:`retry_for` and :func:`refused_retry` are the flow's
-steps of the same names with the manager's calls awaited off the loop (tasks
-refused at once with the same token share one ``_refused`` call).
+The async drivers (``alf_session.httpx``, ``alf_session.aiohttp``) drive the
+same :class:`~alf_session._flow.RequestFlow` as the sync ones, through its
+``a``-prefixed steps: the token from ``aget_token``, a 401 judged in a thread
+of its own (:func:`run_sync`), since it may touch the storage and the endpoint.
 
 A fresh thread per flight, not a pool: a pool's idle-worker bookkeeping does
 not survive ``fork()`` (a child would queue work for threads it does not
@@ -35,7 +33,6 @@ is imported by ``import alf_session``: only the slow path imports it.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import sys
 import threading
@@ -46,15 +43,12 @@ from typing import TYPE_CHECKING, TypeVar
 from .errors import TokenError
 
 if TYPE_CHECKING:
-    from ._flow import RequestFlow
     from .manager import TokenManager
     from .token import Token
 
 log = logging.getLogger("alf_session.manager")
 
 _T = TypeVar("_T")
-R = TypeVar("R")
-S = TypeVar("S")
 
 # The key of the flight that gets a token (other calls key by what they do).
 TOKEN = "token"  # noqa: S105 - a flight key, not a secret
@@ -91,57 +85,6 @@ async def slow_token(manager: TokenManager) -> Token:
     # A task that joined a running flight got its token as a thread that
     # waited for the lock does: from memory, counted as a hit.
     return await joined(manager, TOKEN, manager._get_token_slow, joiner=lambda _: manager._hit())
-
-
-async def refused(manager: TokenManager, token: Token, *, replace: bool) -> Token | None:
-    """``manager._refused`` off the loop (it may touch the storage and fetch).
-
-    Tasks that report the same refused token at once share one call, and get
-    the same replacement; each retry is counted, as for threads.
-    """
-
-    def joiner(new: Token | None) -> None:
-        if replace and new is not None:
-            manager._count(3)
-
-    return await joined(
-        manager,
-        ("refused", token.header_value, replace),
-        functools.partial(manager._refused, token, replace=replace),
-        joiner=joiner,
-    )
-
-
-async def attach(flow: RequestFlow[R, S], manager: TokenManager, request: R) -> Token | None:
-    """:meth:`RequestFlow.attach` for async drivers: the token from ``aget_token``."""
-    if not flow.allowed(request):
-        return None
-    token = await manager.aget_token()
-    flow.wire.set_authorization(request, token.header_value)
-    return token
-
-
-async def retry_for(
-    flow: RequestFlow[R, S], manager: TokenManager, request: R, response: S
-) -> R | None:
-    """:meth:`RequestFlow.retry_for` for async drivers: same rule, manager off the loop."""
-    refusal = flow.refusal(request, response)
-    if refusal is None:
-        return None
-    token, again = refusal
-    new = await refused(manager, token, replace=again)
-    if new is None or not again:
-        return None
-    return flow.wire.resend(request, response, new.header_value)
-
-
-async def refused_retry(
-    flow: RequestFlow[R, S], manager: TokenManager, retry: R, response: S
-) -> None:
-    """:meth:`RequestFlow.refused_retry` for async drivers."""
-    token = flow.retry_refusal(retry, response)
-    if token is not None:
-        await refused(manager, token, replace=False)
 
 
 async def joined(

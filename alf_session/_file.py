@@ -290,6 +290,7 @@ class FileStorage(TokenStorage):
             )
         self.directory = os.path.abspath(path)
         self._dir_fd: int | None = None
+        self._warned_at = -float("inf")
         if os.path.exists(self.directory) and not os.path.isdir(self.directory):
             raise ConfigurationError(f"token storage {self.directory!r} is not a directory")
         try:
@@ -395,7 +396,7 @@ class FileStorage(TokenStorage):
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.EMLINK, errno.ENXIO, errno.EACCES):
                 # A symlink (ELOOP; EMLINK on FreeBSD) or a socket in its place.
-                log.warning("ignoring %s in %r: %s", name, self, exc.strerror)
+                self._ignoring(name, exc.strerror or type(exc).__name__)
                 return GARBAGE
             raise
         try:
@@ -405,7 +406,7 @@ class FileStorage(TokenStorage):
             if reason is None and st.st_size > MAX_FILE_BYTES:
                 reason = f"it holds {st.st_size} bytes, more than a token"
             if reason is not None:
-                log.warning("ignoring %s in %r: %s", name, self, reason)
+                self._ignoring(name, reason)
                 return GARBAGE
             data = os.read(fd, MAX_FILE_BYTES + 1)  # one read: a regular file gives all
             if len(data) > MAX_FILE_BYTES:
@@ -413,6 +414,15 @@ class FileStorage(TokenStorage):
             return data.decode("utf-8", "replace")
         finally:
             os.close(fd)
+
+    def _ignoring(self, name: str, reason: str) -> None:
+        # Once a minute at most: a process waiting on the lock reads often.
+        now = time.monotonic()
+        if now - self._warned_at >= 60:
+            self._warned_at = now
+            log.warning("ignoring %s in %r: %s; the next save replaces it", name, self, reason)
+        else:
+            log.debug("ignoring %s in %r: %s", name, self, reason)
 
     def save(self, key: str, value: str, ttl: float | None) -> None:
         expires_at = None if ttl is None else time.time() + ttl

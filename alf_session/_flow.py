@@ -17,7 +17,10 @@ The flow, for one request::
         yield retry                        # the driver drains the 401, sends this
 
 :meth:`RequestFlow.auth_flow` is exactly that generator; a driver for a
-library with httpx's ``auth_flow`` shape can hand it over as it is. The
+library with httpx's ``auth_flow`` shape can hand it over as it is.
+:meth:`RequestFlow.aauth_flow` is the same for an event loop (asyncio or
+trio): the token comes from ``aget_token`` and a 401 is judged in a thread
+(it may touch the storage and the token endpoint), so the loop never blocks. The
 requests drivers call the steps themselves, because requests splits them
 (``prepare_request`` attaches, ``send`` and response hooks see the 401) and
 because the hot path must not pay for a generator.
@@ -34,10 +37,12 @@ What :meth:`RequestFlow.retry_for` decides on a response:
    only such a 401 is ours. A header the caller set is never replaced.
 3. The manager is told (:meth:`TokenSource._refused`): it drops that token
    only (a newer one that another thread or process stored is kept) and,
-   when the request can be sent again, hands out a replacement -- unless the
-   token it refused was itself a replacement refused within a short window:
-   then the API refuses every fresh token, and fetching one per request would
-   only hammer the token endpoint. The 401 is then returned as it is.
+   when the request can be sent again, hands out a replacement -- unless
+   replacements were refused on their own retries twice within
+   ``failure_ttl``: then the API refuses every fresh token, and fetching one
+   per request would only hammer the token endpoint, so the 401 is returned
+   as it is while that lasts. (A refused retry is reported too:
+   :meth:`refused_retry`.)
 4. A body that cannot be replayed (a generator, a file whose start is
    unknown) is not sent again; the token is still dropped.
 5. The retry is a copy of the request with its body rewound, the cookies the
@@ -68,7 +73,7 @@ import base64
 import ipaddress
 import re
 import socket
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -114,16 +119,19 @@ S_contra = TypeVar("S_contra", contravariant=True)
 class TokenSource(Protocol):
     """What the flow needs from a :class:`~alf_session.TokenManager`.
 
-    Three methods, documented in the manager: ``get_token`` (public) for the
-    token to attach, ``_token_for_header`` to recognise one of its tokens in
-    the header a refused request carried, and ``_refused`` to report a 401.
+    Four methods, documented in the manager: ``get_token`` and
+    ``aget_token`` (public) for the token to attach, ``_token_for_header``
+    to recognise one of its tokens in the header a refused request carried,
+    and ``_refused`` to report a 401.
     """
 
     def get_token(self) -> Token: ...
 
+    async def aget_token(self) -> Token: ...
+
     def _token_for_header(self, value: str) -> Token | None: ...
 
-    def _refused(self, token: Token, *, replace: bool) -> Token | None: ...
+    def _refused(self, token: Token, *, replace: bool, again: bool = False) -> Token | None: ...
 
 
 class Wire(Protocol[R, S_contra]):
@@ -214,24 +222,6 @@ class RequestFlow(Generic[R, S]):
         Raises:
             TokenError: a replacement token could not be obtained.
         """
-        refusal = self.refusal(request, response, resend=resend)
-        if refusal is None:
-            return None
-        token, again = refusal
-        new = self.source._refused(token, replace=again)
-        if new is None or not again:
-            return None
-        return self.wire.resend(request, response, new.header_value)
-
-    def refusal(self, request: R, response: S, *, resend: bool = True) -> tuple[Token, bool] | None:
-        """The decision of :meth:`retry_for`, without telling the manager.
-
-        Returns ``None`` when ``response`` is not a refusal of our token, else
-        ``(token, again)``: the token to report to ``_refused``, and whether
-        the request may be sent again with a replacement. An async driver
-        reports it off the event loop (``alf_session._async.retry_for``); the
-        rule stays here, once.
-        """
         wire = self.wire
         if wire.status(response) != 401 or wire.is_retry(request):
             return None
@@ -247,28 +237,29 @@ class RequestFlow(Generic[R, S]):
         if final is not request and wire.is_retry(final):
             # A hop of our own retry was refused too: the manager hears of it
             # (it bounds a 401 loop), nothing is sent again.
-            return token, False
+            self.source._refused(token, replace=False, again=True)
+            return None
         if not resend or not wire.replayable(request):
             # Not sent again, but refused all the same: dropped, so that the
             # next request gets a new token instead of another 401.
-            return token, False
-        return token, True
+            self.source._refused(token, replace=False)
+            return None
+        new = self.source._refused(token, replace=True)
+        if new is None:
+            return None
+        return wire.resend(request, response, new.header_value)
 
     def refused_retry(self, retry: R, response: S) -> None:
         """Tell the manager that ``response`` refused our ``retry`` as well.
 
         Nothing is sent again; the manager uses it to bound a 401 loop.
         """
-        token = self.retry_refusal(retry, response)
-        if token is not None:
-            self.source._refused(token, replace=False)
-
-    def retry_refusal(self, retry: R, response: S) -> Token | None:
-        """The token of ours that ``response`` refused on our ``retry``, if it did."""
         if self.wire.status(response) != 401:
-            return None
+            return
         header = self.wire.authorization(retry)
-        return None if header is None else self.source._token_for_header(header)
+        token = None if header is None else self.source._token_for_header(header)
+        if token is not None:
+            self.source._refused(token, replace=False, again=True)
 
     def auth_flow(self, request: R) -> Generator[R, S, None]:
         """The whole flow as a generator, for drivers shaped like httpx's ``Auth``.
@@ -282,6 +273,44 @@ class RequestFlow(Generic[R, S]):
         if retry is not None:
             response = yield retry
             self.refused_retry(retry, response)
+
+    # -- the same, for drivers in an event loop (asyncio or trio) --
+
+    async def aattach(self, request: R) -> Token | None:
+        """:meth:`attach` without blocking the event loop (``aget_token``)."""
+        if self.hosts is not None and not host_allowed(self.wire.origin(request), self.hosts):
+            return None
+        token = await self.source.aget_token()
+        self.wire.set_authorization(request, token.header_value)
+        return token
+
+    async def aretry_for(self, request: R, response: S, *, resend: bool = True) -> R | None:
+        """:meth:`retry_for` without blocking the event loop.
+
+        A response that is not a 401 is judged in the loop; a 401 (which may
+        touch the storage and the token endpoint) in a thread of its own.
+        """
+        if self.wire.status(response) != 401:
+            return None
+        from ._async import run_sync  # the 401 path only: keeps asyncio out of the import
+
+        return await run_sync(lambda: self.retry_for(request, response, resend=resend))
+
+    async def arefused_retry(self, retry: R, response: S) -> None:
+        """:meth:`refused_retry` without blocking the event loop."""
+        if self.wire.status(response) == 401:
+            from ._async import run_sync
+
+            await run_sync(lambda: self.refused_retry(retry, response))
+
+    async def aauth_flow(self, request: R) -> AsyncGenerator[R, S]:
+        """:meth:`auth_flow` for drivers in an event loop; same steps, same rules."""
+        await self.aattach(request)
+        response = yield request
+        retry = await self.aretry_for(request, response)
+        if retry is not None:
+            response = yield retry
+            await self.arefused_retry(retry, response)
 
 
 # -- hosts -------------------------------------------------------------------------------------

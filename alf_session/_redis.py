@@ -5,7 +5,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ._base import DEFAULT_PREFIX, GARBAGE, TokenStorage, decode_errors, lock_key, new_owner, text
+from ._base import (
+    DEFAULT_PREFIX,
+    GARBAGE,
+    TokenStorage,
+    decode_errors,
+    lock_key,
+    new_owner,
+    refuse_async,
+    text,
+)
 
 __all__ = ["RedisStorage", "redis_from_url"]
 
@@ -78,6 +87,7 @@ class RedisStorage(TokenStorage):
                 "RedisStorage needs a synchronous redis client (redis.Redis, "
                 f"redis.cluster.RedisCluster, valkey.Valkey), not {type(client).__name__}"
             )
+        refuse_async(client, "RedisStorage")
         super().__init__(prefix=prefix)
         self.client = client
         self._compare_and_delete = register(_COMPARE_AND_DELETE)

@@ -31,7 +31,7 @@ from collections.abc import Iterable
 
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
 
-from . import _async, _flow
+from . import _flow
 from .errors import ConfigurationError
 from .manager import TokenManager
 
@@ -180,7 +180,6 @@ class TokenMiddleware:
             TokenError: no token could be obtained; nothing is sent.
         """
         flow = self._flow
-        manager: TokenManager = flow.source  # type: ignore[assignment]  # built with one
         carried = True
         last_redirect = self._last_redirect
         hop = last_redirect.get()
@@ -190,7 +189,7 @@ class TokenMiddleware:
                 # A redirect hop: the token stays on it only within the origin.
                 carried = hop.carried and _WIRE.origin(request) == hop.origin
         if carried and "Authorization" not in request.headers:
-            await _async.attach(flow, manager, request)
+            await flow.aattach(request)
         response = await handler(request)
         status = response.status
         if status in _REDIRECTS:
@@ -198,12 +197,12 @@ class TokenMiddleware:
             return response
         if status != 401:
             return response
-        retry = await _async.retry_for(flow, manager, request, response)
+        retry = await flow.aretry_for(request, response)
         if retry is None:
             return response
         await _drain(response)
         response = await handler(retry)
-        await _async.refused_retry(flow, manager, retry, response)
+        await flow.arefused_retry(retry, response)
         return response
 
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from . import _async, _flow
+from . import _flow
 from .errors import ConfigurationError
 from .manager import ManagerOptions, TokenManager
 from .session import manager_from_credentials
@@ -182,16 +182,15 @@ class TokenAuth(httpx.Auth):
             TokenError: no token could be obtained; nothing is sent.
         """
         flow = self._flow
-        manager: TokenManager = flow.source  # type: ignore[assignment]  # built with one
         if "authorization" not in request.headers:  # a header the caller set wins
-            await _async.attach(flow, manager, request)
+            await flow.aattach(request)
         response = yield request
         if response.status_code != 401:
             return
-        retry = await _async.retry_for(flow, manager, request, response)
+        retry = await flow.aretry_for(request, response)
         if retry is not None:
             response = yield retry
-            await _async.refused_retry(flow, manager, retry, response)
+            await flow.arefused_retry(retry, response)
 
 
 def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -18,16 +18,18 @@ How it decides, per call of :meth:`TokenManager.get_token`:
 step 3 in a thread that all waiting tasks share and that queues for the same
 single-flight lock as threads do (see ``_async.py``).
 
-Storage calls are bounded in time and never fail a request: on a fault the
-manager counts it, warns once per interval, skips the storage for a few
-seconds, and carries on with its memory and the token endpoint.
+Every storage call goes through the storage guard (:mod:`alf_session._guard`):
+bounded in time without a thread per call, skipped while the storage is known
+to fail, writes the caller does not need queued off its path, one warning per
+outage. A storage fault never fails a request: the manager carries on with its
+memory and the token endpoint.
 
 The request flow (``alf_session._flow``, which every front door drives) uses
-:meth:`TokenManager.get_token` and two internal methods, nothing else:
-``_token_for_header(value)`` names the token of ours an ``Authorization``
-header carries, and ``_refused(token, replace=...)`` reports a 401 to it and
-hands out a replacement (at most one per ``failure_ttl`` when the API refuses
-every fresh token).
+:meth:`TokenManager.get_token` (or ``aget_token``) and two internal methods,
+nothing else: ``_token_for_header(value)`` names the token of ours an
+``Authorization`` header carries, and ``_refused(token, replace=...)``
+reports a 401 to it and hands out a replacement (none while the API keeps
+refusing every fresh token: twice a replacement refused on its own retry).
 
 Every token a provider returns -- custom providers and callables included --
 is checked before it can reach a header: a CR, LF, NUL or other byte an HTTP
@@ -36,18 +38,17 @@ header cannot carry is an :class:`~alf_session.InvalidTokenResponse`.
 
 from __future__ import annotations
 
-import functools
 import itertools
-import json
 import logging
 import math
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 from . import _fork
+from ._guard import StorageGuard
 from .errors import ConfigurationError, InvalidTokenResponse, OAuthError, TokenError, TokenTimeout
 from .providers import _wrap_error, as_provider
 from .storage import TokenStorage, as_storage
@@ -61,14 +62,11 @@ __all__ = ["ManagerOptions", "TokenManager", "TokenStats"]
 
 log = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
 _INF = math.inf
 
 # A freshly fetched token is reused for at least this long, even if the server
 # (or a skewed clock) says it is already expiring: no tight fetch loop, ever.
 _MIN_REUSE = 1.0
-# A storage fault, or garbage under our key, is logged at most this often.
-_WARN_INTERVAL = 60.0
 # How many of its latest tokens a manager recognises in a 401's request: a
 # request may be answered after a token or two more have been adopted.
 _HANDED_KEPT = 8
@@ -152,8 +150,17 @@ class _Failure:
         self.until = until
 
 
-class _StorageFault(Exception):
-    """A storage call failed or timed out (internal)."""
+class _Counters:
+    """The counters of :class:`TokenStats` but ``hits``; changed under the manager's ``_mutex``."""
+
+    __slots__ = ("fetches", "refreshes", "retries_on_401", "storage_errors", "storage_hits")
+
+    def __init__(self) -> None:
+        self.fetches = 0
+        self.refreshes = 0
+        self.retries_on_401 = 0
+        self.storage_errors = 0
+        self.storage_hits = 0
 
 
 class TokenManager:
@@ -260,24 +267,29 @@ class TokenManager:
 
                 name = hashlib.sha256(key.encode()).hexdigest()
             self._key: str | None = self.storage.key_for(name)
+            self._guard: StorageGuard | None = StorageGuard(
+                self.storage,
+                self._key,
+                timeout=self.storage_timeout,
+                retry_interval=self.storage_retry_interval,
+                count_error=self._count_storage_error,
+            )
         else:
             self._key = None
+            self._guard = None
 
         self._entry: _Entry | None = None
         self._failure: _Failure | None = None
         self._rejected: str | None = None  # access token an API refused (401)
-        # The token last fetched to replace a refused one, and when (clock):
-        # bounds a 401 loop (see _refused). And the one a loop was logged for.
-        self._replacement: tuple[Token, float] | None = None
-        self._loop_warned: Token | None = None
         # The last tokens handed out, by header value: a 401 names the token it
         # refused by the header the request carried (see _token_for_header).
         self._handed: dict[str, Token] = {}
-        self._storage_down_until = 0.0  # time.monotonic()
-        self._storage_warned_at = -_INF
-        self._garbage_warned_at = -_INF
-        self._storage_failing = False
-        self._counts = [0, 0, 0, 0, 0, 0]  # in TokenStats order; hits are counted apart
+        # When (clock) a token was last refused on the retry after a 401, and
+        # the token kept while 401s loop, with when: bounds the token requests
+        # 401s cost (see _refused).
+        self._again_at: float | None = None
+        self._looping: tuple[Token, float] | None = None
+        self._counts = _Counters()
         self._start_hit_counter(0)
         self._init_locks()
         _fork.register(self)
@@ -349,9 +361,15 @@ class TokenManager:
     def stats(self) -> TokenStats:
         """The counters, as a :class:`TokenStats` snapshot."""
         with self._mutex:
-            counts = list(self._counts)
-            counts[1] = self._hits()
-        return TokenStats(*counts)
+            counts = self._counts
+            return TokenStats(
+                fetches=counts.fetches,
+                hits=self._hits(),
+                refreshes=counts.refreshes,
+                retries_on_401=counts.retries_on_401,
+                storage_errors=counts.storage_errors,
+                storage_hits=counts.storage_hits,
+            )
 
     def get_token(self) -> Token:
         """A valid token: from memory, from storage or freshly fetched.
@@ -414,6 +432,10 @@ class TokenManager:
                 process already cached is kept. ``None`` drops whatever is
                 cached.
         """
+        self._invalidate(token, wait=True)
+
+    def _invalidate(self, token: Token | None, *, wait: bool) -> None:
+        """:meth:`invalidate`; ``wait=False`` leaves the storage's part to its worker."""
         with self._mutex:
             entry = self._entry
             if token is None or (entry is not None and entry.token == token):
@@ -421,16 +443,8 @@ class TokenManager:
             if token is not None:
                 self._rejected = token.access_token
             self._failure = None
-        if self.storage is not None and self._key is not None:
-            key = self._key
-            if token is None:
-                self._storage_call(lambda: self.storage.delete(key))  # type: ignore[union-attr]
-            else:
-                raw = self._storage_call(lambda: self.storage.load(key))  # type: ignore[union-attr]
-                if isinstance(raw, str) and self._decode(raw) == token:
-                    # Compare-and-delete: atomic where the storage can do it,
-                    # so a newer token stored meanwhile survives.
-                    self._storage_call(lambda: self.storage.delete(key, raw))  # type: ignore[union-attr]
+        if self._guard is not None:
+            self._guard.delete(token, wait=wait)
         log.debug(
             "invalidated %s", "cached token" if token is None else f"token {token.fingerprint}"
         )
@@ -447,21 +461,21 @@ class TokenManager:
             entry = self._entry
             token = self._fetch(entry.token if entry else None)
             self._adopt(token, fetched=True)
-            self._store(token)
+            self._store(token, wait=True)
             return token
         finally:
             self._flight.release()
 
     # -- internals ---------------------------------------------------------
 
-    def _count(self, index: int, n: int = 1) -> None:
+    def _count_storage_error(self) -> None:
         with self._mutex:
-            self._counts[index] += n
+            self._counts.storage_errors += 1
 
     # -- the request flow's interface ------------------------------------
     #
-    # alf_session._flow (and through it every front door) uses get_token()
-    # and these two methods, nothing else: see _flow.TokenSource.
+    # alf_session._flow (and through it every front door) uses get_token(),
+    # aget_token() and these two methods, nothing else: see _flow.TokenSource.
 
     def _token_for_header(self, value: str) -> Token | None:
         """The token this manager handed out whose header value is ``value``.
@@ -472,50 +486,58 @@ class TokenManager:
         with self._mutex:
             return self._handed.get(value)
 
-    def _refused(self, token: Token, *, replace: bool) -> Token | None:
+    def _refused(self, token: Token, *, replace: bool, again: bool = False) -> Token | None:
         """An API answered 401 to ``token``: drop it (only it) and, if
         ``replace``, return another to send the request again with.
 
-        Returns ``None`` (keep the 401) when ``token`` was itself fetched to
-        replace a refused one less than ``failure_ttl`` seconds ago (at least
-        one second): the API refuses every fresh token (a wrong audience or
-        scope, a clock far off), and fetching one more per request would only
-        load the token endpoint. That token is kept meanwhile, so those
-        requests cost no token request; it is logged once, as a warning.
+        The storage's copy is deleted off the request path: this process
+        won't take the refused token from the storage meanwhile (``_rejected``).
+
+        ``again``: ``token`` was refused on the retry of a request whose first
+        token was refused too. Once is bad luck (a token revoked while the
+        retry was on its way): ``token`` is dropped. Twice within
+        ``failure_ttl`` (at least a second) and the API seems to refuse every
+        fresh token (a wrong audience or scope, a clock far off): fetching one
+        more per request would only load the token endpoint. Then ``token`` is
+        kept, and while 401s to it keep coming less than ``failure_ttl`` apart
+        they are returned as they are (``None``), with no token request. This
+        is logged as a warning, once while it lasts.
 
         Raises:
             TokenError: no replacement could be obtained.
         """
         now = self._clock()
+        window = max(self.failure_ttl, _MIN_REUSE)
+        loop = warn = False
         with self._mutex:
-            last = self._replacement
-            looping = (
-                last is not None
-                and last[0] == token
-                and now - last[1] < max(self.failure_ttl, _MIN_REUSE)
-            )
-            warn = looping and self._loop_warned is not token
-            if warn:
-                self._loop_warned = token
-        if looping:
+            looping = self._looping
+            if again:
+                previous, self._again_at = self._again_at, now
+                loop = previous is not None and now - previous < window
+                warn = loop and (looping is None or now - looping[1] > 2 * window)
+                if loop:
+                    self._looping = (token, now)
+            elif looping is not None and looping[0] == token and now - looping[1] < window:
+                self._again_at = now  # the loop goes on
+                return None
+        if again and loop:
             if warn:
                 log.warning(
-                    "the API answered 401 to token %s, fetched %.0fs ago to replace a token "
-                    "it refused: it seems to refuse every token of %r (check audience and "
-                    "scope); not fetching another for %gs",
+                    "the API answered 401 to token %s, fetched to replace a token it "
+                    "refused, and did so before: it seems to refuse every token of %r "
+                    "(check audience, scope and clocks); keeping that token, with no new "
+                    "token request, while this lasts (%gs at a time)",
                     token.fingerprint,
-                    now - last[1],  # type: ignore[index]  # not None when looping
                     self.provider,
-                    max(self.failure_ttl, _MIN_REUSE),
+                    window,
                 )
             return None
-        self.invalidate(token)
-        if not replace:
+        self._invalidate(token, wait=False)
+        if again or not replace:
             return None
         new_token = self.get_token()
         with self._mutex:
-            self._counts[3] += 1
-            self._replacement = (new_token, now)
+            self._counts.retries_on_401 += 1
         log.info(
             "API answered 401 to token %s; retrying once with token %s",
             token.fingerprint,
@@ -581,7 +603,8 @@ class TokenManager:
                 if self._entry is not entry:
                     return  # renewed (or invalidated) meanwhile
                 self._obtain(entry.token, background=True)
-                self._count(2)
+                with self._mutex:
+                    self._counts.refreshes += 1
             finally:
                 self._flight.release()
         except Exception as exc:  # noqa: BLE001 - must not die silently; callers are unaffected
@@ -603,64 +626,35 @@ class TokenManager:
 
     def _obtain(self, current: Token | None, *, background: bool) -> Token:
         """Get a token from storage or the endpoint. Caller holds ``_flight``."""
-        storage, key = self.storage, self._key
-        if storage is None or key is None:
+        guard = self._guard
+        if guard is None:
             token = self._fetch(current)
             self._adopt(token, fetched=True)
             return token
 
-        shared = self._load()
+        shared = guard.load()
         if self._acceptable(shared, current, background):
             return self._adopt(shared, fetched=False)  # type: ignore[arg-type]
 
         owner: str | None = None
-        if storage.can_lock and self._storage_ok():
-            owner, shared = self._wait_for_lock(storage, key, current, background)
+        if guard.storage.can_lock and guard.usable:
+            owner, shared = guard.wait_for_lock(
+                self.lock_ttl,
+                self.lock_wait,
+                lambda token: self._acceptable(token, current, background),
+            )
             if owner is None and shared is not None:
                 return self._adopt(shared, fetched=False)
         try:
             token = self._fetch(current)
             self._adopt(token, fetched=True)
-            self._store(token)
+            # The caller needs the token, not the write: queued, then the lock
+            # released after it, so that waiting processes find the token.
+            self._store(token, wait=False)
             return token
         finally:
             if owner is not None:
-                self._storage_call(lambda: storage.release_lock(key, owner))
-
-    def _wait_for_lock(
-        self, storage: TokenStorage, key: str, current: Token | None, background: bool
-    ) -> tuple[str | None, Token | None]:
-        """Take the storage's fetch lock, or wait for its holder's token.
-
-        Returns ``(owner, None)`` when this process should fetch holding the
-        lock, ``(None, token)`` when another process stored a token meanwhile,
-        and ``(None, None)`` when the storage failed or the wait ran out (fetch
-        without the lock).
-        """
-        deadline = time.monotonic() + self.lock_wait
-        pause = 0.01
-        while True:
-            try:
-                owner = self._bounded(lambda: storage.acquire_lock(key, self.lock_ttl))
-            except _StorageFault:
-                return None, None
-            if owner is not None:
-                # Someone may have stored a token between our read and the lock.
-                shared = self._load()
-                if self._acceptable(shared, current, background):
-                    self._storage_call(functools.partial(storage.release_lock, key, owner))
-                    return None, shared
-                return owner, None
-            if time.monotonic() + pause > deadline:
-                log.warning(
-                    "waited %gs for another process's token fetch; fetching here", self.lock_wait
-                )
-                return None, None
-            time.sleep(pause)
-            pause = min(pause * 2, 0.2)
-            shared = self._load()
-            if self._acceptable(shared, current, background):
-                return None, shared
+                guard.release_lock(owner)
 
     def _acceptable(self, token: Token | None, current: Token | None, background: bool) -> bool:
         if token is None or token.access_token == self._rejected:
@@ -685,11 +679,13 @@ class TokenManager:
                     exc.error,
                 )
             else:
-                self._count(0)
+                with self._mutex:
+                    self._counts.fetches += 1
                 log.info("refreshed token %s with the refresh token", token.fingerprint)
                 return token
         token = self._call_provider(provider.fetch_token)
-        self._count(0)
+        with self._mutex:
+            self._counts.fetches += 1
         expires = (
             "unknown" if token.expires_at is None else f"{token.expires_at - self._clock():.0f}s"
         )
@@ -768,7 +764,7 @@ class TokenManager:
                 del handed[next(iter(handed))]
             self._failure = None
             if not fetched:
-                self._counts[5] += 1
+                self._counts.storage_hits += 1
         if not fetched:
             log.debug("using token %s from %r", token.fingerprint, self.storage)
         return token
@@ -776,113 +772,18 @@ class TokenManager:
     # -- storage -----------------------------------------------------------
 
     def _load(self) -> Token | None:
-        storage, key = self.storage, self._key
-        if storage is None or key is None or not self._storage_ok():
-            return None
-        raw = self._storage_call(lambda: storage.load(key))
-        if raw is None:
-            return None
-        return self._decode(raw)
+        return None if self._guard is None else self._guard.load()
 
-    def _decode(self, raw: object) -> Token | None:
-        try:
-            if isinstance(raw, bytes):
-                raw = raw.decode("utf-8")
-            if not isinstance(raw, str):
-                raise InvalidTokenResponse(f"stored value is a {type(raw).__name__}")
-            return Token.from_dict(json.loads(raw))
-        except (ValueError, InvalidTokenResponse, RecursionError):
-            # Garbage under our key: ignore it; the next save overwrites it.
-            # Warned once a minute: a process polling a lock reads it often.
-            now = time.monotonic()
-            with self._mutex:
-                self._counts[4] += 1
-                warn = now - self._garbage_warned_at >= _WARN_INTERVAL
-                if warn:
-                    self._garbage_warned_at = now
-            if warn:
-                log.warning(
-                    "ignoring an unreadable value under %s in %r; it will be overwritten",
-                    self._key,
-                    self.storage,
-                )
-            return None
-
-    def _store(self, token: Token) -> None:
-        storage, key = self.storage, self._key
-        if storage is None or key is None or not self._storage_ok():
+    def _store(self, token: Token, *, wait: bool) -> None:
+        guard = self._guard
+        if guard is None:
             return
         ttl = None
         if token.expires_at is not None:
             ttl = token.expires_at - self._clock()
             if ttl <= 0:
                 return
-        value = json.dumps(token.to_dict(), separators=(",", ":"))
-        self._storage_call(lambda: storage.save(key, value, ttl))
-
-    def _storage_ok(self) -> bool:
-        return time.monotonic() >= self._storage_down_until
-
-    def _storage_call(self, call: Callable[[], _T]) -> _T | None:
-        """Run one storage call, bounded; on a fault, note it and return None."""
-        try:
-            return self._bounded(call)
-        except _StorageFault:
-            return None
-
-    def _bounded(self, call: Callable[[], _T]) -> _T:
-        """Run ``call`` with at most ``storage_timeout`` seconds to answer.
-
-        The call runs in a short-lived daemon thread so that a hung backend
-        cannot hold the caller (or the single-flight lock) beyond the bound.
-        This is the slow path only: a token in memory never touches storage.
-        """
-        if time.monotonic() < self._storage_down_until:
-            raise _StorageFault("storage is resting after a fault")
-        if not getattr(self.storage, "blocking", True):
-            try:
-                return call()
-            except Exception as exc:  # noqa: BLE001 - any backend error is a fault
-                self._storage_fault(_describe_fault(exc))
-        box: list[tuple[bool, Any]] = []
-
-        def run() -> None:
-            try:
-                box.append((True, call()))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                box.append((False, exc))
-
-        worker = threading.Thread(target=run, name="alf-session-storage", daemon=True)
-        worker.start()
-        worker.join(self.storage_timeout)
-        if not box:
-            self._storage_fault(f"no answer within {self.storage_timeout:g}s")
-        ok, value = box[0]
-        if not ok:
-            self._storage_fault(_describe_fault(value))
-        if self._storage_failing:
-            with self._mutex:
-                self._storage_failing = False
-            log.info("token storage %r answers again; sharing tokens through it", self.storage)
-        return value  # type: ignore[no-any-return]
-
-    def _storage_fault(self, reason: str) -> None:
-        now = time.monotonic()
-        with self._mutex:
-            self._counts[4] += 1
-            self._storage_down_until = now + self.storage_retry_interval
-            self._storage_failing = True
-            warn = now - self._storage_warned_at >= _WARN_INTERVAL
-            if warn:
-                self._storage_warned_at = now
-        if warn:
-            log.warning(
-                "token storage %r failed (%s); using this process's memory and the token "
-                "endpoint until it answers (warned at most once a minute)",
-                self.storage,
-                reason[:200],
-            )
-        raise _StorageFault(reason)
+        guard.save(token, ttl, wait=wait)
 
 
 def _check_header_safe(token: Token, provider: object) -> None:
@@ -906,16 +807,6 @@ def _check_header_safe(token: Token, provider: object) -> None:
                 f"(no CR, LF, NUL, other control characters or spaces); got a {kind}"
                 + (f" of {len(value)} characters" if isinstance(value, str) else "")
             )
-
-
-def _describe_fault(exc: BaseException) -> str:
-    # Only transport errors are quoted: a backend's other messages might echo
-    # the value it was given, which holds the token.
-    name = type(exc).__name__
-    if isinstance(exc, (OSError, TimeoutError)) or "Connection" in name or "Timeout" in name:
-        text = str(exc)
-        return f"{name}: {text}" if text else name
-    return name
 
 
 def _check_number(

@@ -255,6 +255,8 @@ class OAuth2Provider:
     ``retry`` and bounded by ``timeout``. Redirects are not followed: the
     request carries the client secret.
 
+    No connection to the token endpoint stays open between token requests.
+
     Thread-safety: one instance may be used from many threads; a
     :class:`~alf_session.TokenManager` calls it from one at a time. After
     ``fork()`` the child gets a fresh connection pool.
@@ -476,6 +478,12 @@ class OAuth2Provider:
             ) from exc
         finally:
             response.close()
+            # No socket is kept between fetches: a credential asks once per
+            # token lifetime (minutes to hours), far longer than identity
+            # providers keep an idle connection open, so a pooled socket would
+            # only hold a descriptor (one per credential in a gateway) and go
+            # stale. Retries within this fetch still reuse the connection.
+            self._session.close()
         if body is None:
             raise TokenHTTPError(
                 f"token endpoint {url} answered HTTP {response.status_code} with a body "

@@ -185,24 +185,47 @@ async def test_401_retried_once_with_a_new_token(
     assert door.manager.stats.retries_on_401 == 1
 
 
-async def test_an_api_that_refuses_every_token_gets_one_retry_only(
-    make_door: Callable[..., Door], token_server: TokenServer, api_server: APIServer
+async def test_an_api_that_refuses_every_token_costs_what_it_costs_token_session(
+    make_door: Callable[..., Door],
+    make_manager: Callable[..., TokenManager],
+    token_server: TokenServer,
+    api_server: APIServer,
 ) -> None:
-    async with make_door() as door:
-        await door.get(api_server.base_url + "/a")
+    """The 401 loop bound is the flow's: each door counts as ``TokenSession`` does."""
+
+    def refuse_all(token: str, cert: str | None = None) -> str:
+        return "audience mismatch"
+
+    async def run(call: Callable[[str], Any]) -> list[tuple[int, int, int]]:
+        await call(api_server.base_url + "/warm")
         original = token_server.check
-        token_server.check = lambda token, cert=None: "audience mismatch"  # type: ignore[method-assign]
+        token_server.check = refuse_all  # type: ignore[method-assign]
+        steps = []
         try:
-            calls, fetched = api_server.calls, token_server.count
-            answer = await door.get(api_server.base_url + "/b")
-            assert answer.status == 401
-            assert (api_server.calls - calls, token_server.count - fetched) == (2, 1)
-            # The replacement was refused too: no token request per request now.
-            answer = await door.get(api_server.base_url + "/c")
-            assert answer.status == 401
-            assert token_server.count - fetched == 1
+            for _ in range(5):
+                calls, fetched = api_server.calls, token_server.count
+                status = await call(api_server.base_url + "/x")
+                steps.append((status, api_server.calls - calls, token_server.count - fetched))
         finally:
             token_server.check = original  # type: ignore[method-assign]
+        return steps
+
+    session = TokenSession(token_manager=make_manager())
+    try:
+        expected = await run(
+            lambda url: anyio.to_thread.run_sync(lambda: session.get(url, timeout=10).status_code)
+        )
+    finally:
+        session.close()
+    async with make_door() as door:
+
+        async def status_of(url: str) -> int:
+            return (await door.get(url)).status
+
+        steps = await run(status_of)
+    assert steps == expected
+    assert all(step[:2] == (401, 2) for step in steps[:1])  # the first one is retried
+    assert steps[-1][2] == 0  # and the bound holds: no token request per request
 
 
 async def test_many_tasks_refused_at_once_make_one_token_request(

@@ -212,11 +212,29 @@ class TestRetryFor:
             retries += 1
             with pytest.raises(StopIteration):
                 steps.send(Resp(401, retry))
-        assert retries == 1
-        assert provider.count == 2
-        clock.advance(manager.failure_ttl + 0.5)
+        # tok-1 refused, tok-2 refused on its retry (bad luck, dropped); tok-3
+        # refused, tok-4 refused on its retry: a loop, tok-4 kept.
+        assert retries == 2
+        assert provider.count == 4
+        assert manager.get_token().access_token == "tok-4"
+        clock.advance(manager.failure_ttl + 0.5)  # quiet for a window: try again
         steps = flow.auth_flow(Req("https://api.example/x"))
-        assert steps.send(Resp(401, next(steps))).headers["Authorization"] == "Bearer tok-3"
+        assert steps.send(Resp(401, next(steps))).headers["Authorization"] == "Bearer tok-5"
+
+    def test_one_refused_retry_is_not_a_loop(
+        self, manager: TokenManager, provider: Tokens, clock: FakeClock
+    ) -> None:
+        # A token revoked while the retry was on its way: dropped, and the next
+        # 401 (to a token revoked later) is retried as usual.
+        flow = flow_of(manager)
+        for n in (2, 4):
+            steps = flow.auth_flow(Req("https://api.example/x"))
+            retry = steps.send(Resp(401, next(steps)))
+            assert retry.headers["Authorization"] == f"Bearer tok-{n}"
+            with pytest.raises(StopIteration):
+                steps.send(Resp(401, retry))
+            clock.advance(manager.failure_ttl + 0.5)
+        assert provider.count == 4
 
 
 class TestHosts:
@@ -272,3 +290,22 @@ class TestHosts:
             normalize_hosts("bad\u2603idna.example")
         with pytest.raises(ConfigurationError, match="list"):
             normalize_hosts(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_aauth_flow_same_steps_in_an_event_loop(
+    manager: TokenManager, provider: Tokens, anyio_backend: str
+) -> None:
+    flow = flow_of(manager)
+    steps = flow.aauth_flow(Req("https://api.example/x", body=b"data"))
+    sent = await steps.__anext__()
+    assert sent.headers == {"Authorization": "Bearer tok-1"}
+    retry = await steps.asend(Resp(401, sent))
+    assert retry.headers["Authorization"] == "Bearer tok-2"
+    with pytest.raises(StopAsyncIteration):
+        await steps.asend(Resp(401, retry))
+    assert provider.count == 2
+    other = flow_of(manager, ["elsewhere.example"]).aauth_flow(Req("https://api.example/y"))
+    assert (await other.__anext__()).headers == {}
+    await other.aclose()

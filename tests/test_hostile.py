@@ -463,16 +463,19 @@ class TestRefusedEveryToken:
             provider = ClientCredentials(stranger.token_url, CLIENT_ID, CLIENT_SECRET)
             manager = TokenManager(provider, clock=clock, failure_ttl=30)
             client = clients(manager)
-            for _ in range(10):
+            for _ in range(30):
                 assert client.get(f"{api_server.base_url}/x").status_code == 401
-            assert stranger.count == 2  # the first token and one replacement
-            assert api_server.calls == 11  # one retry in all
+                clock.advance(1)
+            # Two requests with a retry each (two refused replacements make a
+            # loop), then none: 4 token requests for 30 API requests, not 31.
+            assert stranger.count == 4
+            assert api_server.calls == 32
             warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
             assert len(warnings) == 1
             assert "refuse every token" in warnings[0].getMessage()
-            clock.advance(31)
+            clock.advance(31)  # a quiet window: the next 401 is tried once more
             assert client.get(f"{api_server.base_url}/x").status_code == 401
-            assert stranger.count == 3  # once more after the window
+            assert stranger.count == 5
             issued = [t.access_token for t in (manager.get_token(),)]
             for record in caplog.records:
                 for secret in [CLIENT_SECRET, *issued]:
@@ -487,14 +490,15 @@ class TestRefusedEveryToken:
         clock: FakeClock,
     ) -> None:
         # The bound does not stop the ordinary case: revoked again and again,
-        # each time after the window, each time one replacement and success.
-        client = clients(make_manager(failure_ttl=5))
+        # within the window, each time one replacement that the API accepts.
+        client = clients(make_manager(failure_ttl=60))
         client.manager.get_token()
         for round_ in range(3):
             token_server.revoke()
             response = client.get(f"{api_server.base_url}/x")
             assert response.status_code == 200, round_
-            clock.advance(6)
+            assert client.get(f"{api_server.base_url}/y").status_code == 200
+            clock.advance(1)
         assert token_server.count == 4
 
 

@@ -606,3 +606,53 @@ async def test_aiohttp_a_file_body_is_sent_again(
                 assert response.status == 200
                 assert (await response.json())["body_length"] == 5000
     assert api_server.unauthorized == 1
+
+
+# -- lookalike URLs, judged on where the bytes went ---------------------------------------
+
+LOOKALIKE_URLS = [
+    "http://evil.example\\@api.example.com/x",
+    "http://evil.example\\\\@api.example.com:80/x",
+    "http://api.example.com.evil.example/x",
+    "http://api.example.com@evil.example/x",
+    "http://api.example.com:80@evil.example/x",
+    "http://api.example.com%2f@evil.example/x",
+    "http://evil.example#@api.example.com/x",
+    "http://evil.example?@api.example.com/x",
+    "http://api.example.com:8080/x",
+    "http://api.example.community/x",
+    "http://xapi.example.com/x",
+    "http://api.example.com/x",  # the allowed one: it must get the token
+]
+
+
+@pytest.fixture
+def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A recording HTTP proxy: it sees each request's absolute URL and its header."""
+    from .recording import Recorder
+
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with Recorder("127.0.0.1") as recorder:
+        yield recorder
+
+
+@pytest.mark.parametrize("url", LOOKALIKE_URLS)
+async def test_through_a_proxy_only_the_allowed_host_gets_the_token(
+    door_kind: str, make_manager: Callable[..., TokenManager], proxy: Any, url: str
+) -> None:
+    manager = make_manager()
+    options = {"proxy": proxy.url}
+    async with Door(door_kind, manager, ["api.example.com:80"], **options) as door:
+        try:
+            await door.get(url, follow_redirects=False)
+        except (httpx.HTTPError, aiohttp.ClientError, ValueError):
+            pass  # the library refused the URL: nothing went anywhere
+    for seen in proxy.seen:
+        # (A URL's own user:password becomes Basic auth, as in requests.)
+        if (seen.authorization or "").startswith("Bearer"):
+            # A token only ever travels towards api.example.com on port 80.
+            assert seen.target_host == "api.example.com", seen
+            assert seen.target.startswith("http://api.example.com/"), seen
+    if url == "http://api.example.com/x":
+        assert proxy.authorizations == [manager.get_token().header_value]

@@ -656,3 +656,48 @@ async def test_through_a_proxy_only_the_allowed_host_gets_the_token(
             assert seen.target.startswith("http://api.example.com/"), seen
     if url == "http://api.example.com/x":
         assert proxy.authorizations == [manager.get_token().header_value]
+
+
+# -- the herd, through a door ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("door_kind", ["httpx-async", "aiohttp"])
+async def test_200_cold_tasks_through_a_door_make_one_token_request_and_the_loop_runs(
+    door_kind: str,
+    make_manager: Callable[..., TokenManager],
+    token_server: TokenServer,
+    api_server: APIServer,
+) -> None:
+    """As tests/test_async.py shows for ``aget_token``, through each async door.
+
+    A probe ticks while the token request is held at the server (arrived, not
+    yet answered): a door that blocked the loop for the fetch would let no
+    tick run then.
+    """
+    token_server.delay = 0.3
+    manager = make_manager()
+    in_flight = 0
+    done = False
+
+    async def probe() -> None:
+        nonlocal in_flight
+        while not done:
+            await anyio.sleep(0.005)
+            if token_server.count == 1 and manager.stats.fetches == 0:
+                in_flight += 1
+
+    answers: list[Answer] = []
+    async with Door(door_kind, manager) as door:
+
+        async def one() -> None:
+            answers.append(await door.get(api_server.base_url + "/x"))
+
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(probe)
+            async with anyio.create_task_group() as herd:
+                for _ in range(200):
+                    herd.start_soon(one)
+            done = True
+    assert [a.status for a in answers] == [200] * 200
+    assert token_server.count == 1
+    assert in_flight >= 1

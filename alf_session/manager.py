@@ -284,10 +284,10 @@ class TokenManager:
         # The last tokens handed out, by header value: a 401 names the token it
         # refused by the header the request carried (see _token_for_header).
         self._handed: dict[str, Token] = {}
-        # When (clock) a token was last refused on the retry after a 401, and
-        # the token kept while 401s loop, with when: bounds the token requests
+        # The token last refused on the retry after a 401, and the token kept
+        # while 401s loop, each with when (clock): bounds the token requests
         # 401s cost (see _refused).
-        self._again_at: float | None = None
+        self._again: tuple[Token, float] | None = None
         self._looping: tuple[Token, float] | None = None
         self._counts = _Counters()
         self._start_hit_counter(0)
@@ -495,7 +495,7 @@ class TokenManager:
 
         ``again``: ``token`` was refused on the retry of a request whose first
         token was refused too. Once is bad luck (a token revoked while the
-        retry was on its way): ``token`` is dropped. Twice within
+        retry was on its way): ``token`` is dropped. Two tokens so within
         ``failure_ttl`` (at least a second) and the API seems to refuse every
         fresh token (a wrong audience or scope, a clock far off): fetching one
         more per request would only load the token endpoint. Then ``token`` is
@@ -512,13 +512,14 @@ class TokenManager:
         with self._mutex:
             looping = self._looping
             if again:
-                previous, self._again_at = self._again_at, now
-                loop = previous is not None and now - previous < window
+                previous, self._again = self._again, (token, now)
+                # Two tokens, not two threads reporting the same retry.
+                loop = previous is not None and previous[0] != token and now - previous[1] < window
                 warn = loop and (looping is None or now - looping[1] > 2 * window)
                 if loop:
                     self._looping = (token, now)
             elif looping is not None and looping[0] == token and now - looping[1] < window:
-                self._again_at = now  # the loop goes on
+                self._again = (token, now)  # the loop goes on
                 return None
         if again and loop:
             if warn:

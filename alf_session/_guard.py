@@ -166,7 +166,17 @@ def _redis_bound(client: Any) -> float | None:
     if cost is None:
         return None
     retries, backoff = cost
-    return (retries + 1) * (connect + read) + backoff
+    per_try = connect + read
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    if manager is not None:
+        # A Sentinel-managed master: a new connection first asks the sentinels,
+        # one after another, where the master is.
+        for sentinel in getattr(manager, "sentinels", None) or [None]:
+            asked = _redis_bound(sentinel) if sentinel is not None else None
+            if asked is None:
+                return None
+            per_try += asked
+    return (retries + 1) * per_try + backoff
 
 
 def _memcache_bound(obj: Any) -> float | None:

@@ -280,7 +280,10 @@ class TokenManager:
 
         self._entry: _Entry | None = None
         self._failure: _Failure | None = None
-        self._rejected: str | None = None  # access token an API refused (401)
+        # Access tokens an API refused (401), latest last: never taken from the
+        # storage again. Several: a refused token can outlive its deletion in
+        # the storage (deleted off the request path, or while it was down).
+        self._rejected: dict[str, None] = {}
         # The last tokens handed out, by header value: a 401 names the token it
         # refused by the header the request carried (see _token_for_header).
         self._handed: dict[str, Token] = {}
@@ -441,7 +444,10 @@ class TokenManager:
             if token is None or (entry is not None and entry.token == token):
                 self._entry = None
             if token is not None:
-                self._rejected = token.access_token
+                rejected = self._rejected
+                rejected[token.access_token] = None
+                while len(rejected) > _HANDED_KEPT:
+                    del rejected[next(iter(rejected))]
             self._failure = None
         if self._guard is not None:
             self._guard.delete(token, wait=wait)
@@ -658,7 +664,7 @@ class TokenManager:
                 guard.release_lock(owner)
 
     def _acceptable(self, token: Token | None, current: Token | None, background: bool) -> bool:
-        if token is None or token.access_token == self._rejected:
+        if token is None or token.access_token in self._rejected:
             return False
         now = self._clock()
         refresh_at, stale_at = self._plan(token, now, fetched=False, jitter=False)

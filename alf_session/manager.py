@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
-from . import _fork
+from . import _events, _fork
 from ._guard import StorageGuard
 from .errors import ConfigurationError, InvalidTokenResponse, OAuthError, TokenError, TokenTimeout
 from .providers import _wrap_error, as_provider
@@ -193,6 +193,13 @@ class TokenManager:
             ``cache_key``. Required with storage for a provider without one.
         clock: Returns the time in UNIX seconds; inject one in tests. A
             provider with a ``clock`` attribute left at its default gets it too.
+        on_event: Called with a :class:`~alf_session.TokenEvent` when a token
+            is fetched, renewed, taken from the storage, invalidated or
+            refused with 401, when a token request fails, and when the
+            storage fails or recovers; never for a request served from
+            memory. Called in order from one background thread, never from a
+            request's thread or under a lock; an exception it raises is
+            logged and changes nothing else. *(Added in 0.2.)*
 
     Thread-safety: one manager serves all threads of a process. Fork-safety:
     a forked child gets new locks and no refresher thread, and keeps the
@@ -217,6 +224,7 @@ class TokenManager:
         storage_retry_interval: float = 5.0,
         key: str | None = None,
         clock: Callable[[], float] = time.time,
+        on_event: Callable[[_events.TokenEvent], object] | None = None,
     ) -> None:
         self.provider = as_provider(provider)
         self.storage: TokenStorage | None = None if storage is None else as_storage(storage)
@@ -256,6 +264,12 @@ class TokenManager:
             self.provider.clock = clock  # type: ignore[attr-defined]  # checked just above
 
         name: object = key if key is not None else getattr(self.provider, "cache_key", None)
+        self._events = _events._Emitter(
+            on_event,
+            _events.credential_fingerprint(
+                name if isinstance(name, str) and name else repr(self.provider)
+            ),
+        )
         if self.storage is not None:
             if not isinstance(name, str) or not name:
                 raise ConfigurationError(
@@ -273,6 +287,7 @@ class TokenManager:
                 timeout=self.storage_timeout,
                 retry_interval=self.storage_retry_interval,
                 count_error=self._count_storage_error,
+                on_recover=self._storage_recovered,
             )
         else:
             self._key = None
@@ -296,6 +311,7 @@ class TokenManager:
         self._start_hit_counter(0)
         self._init_locks()
         _fork.register(self)
+        _events.register(self)
 
     def _init_locks(self) -> None:
         self._flight = threading.Lock()  # held across one fetch, by one thread
@@ -353,6 +369,7 @@ class TokenManager:
         self._start_hit_counter(hits)
         self._init_locks()
         _fork.register(self)
+        _events.register(self)
 
     def __repr__(self) -> str:
         store = "memory" if self.storage is None else repr(self.storage)
@@ -449,6 +466,8 @@ class TokenManager:
                 while len(rejected) > _HANDED_KEPT:
                     del rejected[next(iter(rejected))]
             self._failure = None
+        dropped = token if token is not None else entry.token if entry is not None else None
+        self._events.emit_token("invalidated", dropped, self._clock())
         if self._guard is not None:
             self._guard.delete(token, wait=wait)
         log.debug(
@@ -474,9 +493,13 @@ class TokenManager:
 
     # -- internals ---------------------------------------------------------
 
-    def _count_storage_error(self) -> None:
+    def _count_storage_error(self, reason: str) -> None:
         with self._mutex:
             self._counts.storage_errors += 1
+        self._events.emit("storage_fault", self._clock(), error=reason[:200])
+
+    def _storage_recovered(self) -> None:
+        self._events.emit("storage_recovered", self._clock())
 
     # -- the request flow's interface ------------------------------------
     #
@@ -545,6 +568,7 @@ class TokenManager:
         new_token = self.get_token()
         with self._mutex:
             self._counts.retries_on_401 += 1
+        self._events.emit_token("retried_401", token, self._clock())
         log.info(
             "API answered 401 to token %s; retrying once with token %s",
             token.fingerprint,
@@ -635,7 +659,7 @@ class TokenManager:
         """Get a token from storage or the endpoint. Caller holds ``_flight``."""
         guard = self._guard
         if guard is None:
-            token = self._fetch(current)
+            token = self._fetch(current, background=background)
             self._adopt(token, fetched=True)
             return token
 
@@ -653,7 +677,7 @@ class TokenManager:
             if owner is None and shared is not None:
                 return self._adopt(shared, fetched=False)
         try:
-            token = self._fetch(current)
+            token = self._fetch(current, background=background)
             self._adopt(token, fetched=True)
             # The caller needs the token, not the write: queued, then the lock
             # released after it, so that waiting processes find the token.
@@ -673,13 +697,15 @@ class TokenManager:
             return token != current and now < refresh_at
         return now < stale_at
 
-    def _fetch(self, current: Token | None) -> Token:
+    def _fetch(self, current: Token | None, *, background: bool = False) -> Token:
         """One token request: the refresh grant when possible, else the grant."""
         provider = self.provider
         refresh = getattr(provider, "refresh", None)
         if current is not None and current.refresh_token and callable(refresh):
             try:
-                token = self._call_provider(lambda: refresh(current))
+                token = self._request(
+                    lambda: refresh(current), "refresh_token", current, background
+                )
             except OAuthError as exc:
                 log.info(
                     "refresh token refused by the token endpoint (%s); using the grant",
@@ -690,13 +716,47 @@ class TokenManager:
                     self._counts.fetches += 1
                 log.info("refreshed token %s with the refresh token", token.fingerprint)
                 return token
-        token = self._call_provider(provider.fetch_token)
+        grant = getattr(provider, "grant_type", None)
+        token = self._request(
+            provider.fetch_token, grant if isinstance(grant, str) and grant else None, current,
+            background,
+        )  # fmt: skip
         with self._mutex:
             self._counts.fetches += 1
         expires = (
             "unknown" if token.expires_at is None else f"{token.expires_at - self._clock():.0f}s"
         )
         log.info("fetched token %s for %r; expires in %s", token.fingerprint, provider, expires)
+        return token
+
+    def _request(
+        self,
+        call: Callable[[], object],
+        grant: str | None,
+        current: Token | None,
+        background: bool,
+    ) -> Token:
+        """One token request through the provider, timed, observed and told as an event."""
+        events = self._events
+        started = time.monotonic()
+        try:
+            with events.observe(self, grant, background):
+                token = self._call_provider(call)
+        except TokenError as exc:
+            events.emit(
+                "fetch_failed",
+                self._clock(),
+                duration=time.monotonic() - started,
+                error=_events.error_text(exc),
+                grant=grant,
+            )
+            raise
+        now = self._clock()
+        left = None if current is None or current.expires_at is None else current.expires_at - now
+        kind: _events.EventKind = "refreshed" if background else "fetched"
+        events.emit_token(
+            kind, token, now, duration=time.monotonic() - started, grant=grant, remaining=left
+        )
         return token
 
     def _call_provider(self, call: Callable[[], object]) -> Token:
@@ -774,6 +834,7 @@ class TokenManager:
                 self._counts.storage_hits += 1
         if not fetched:
             log.debug("using token %s from %r", token.fingerprint, self.storage)
+            self._events.emit_token("shared", token, now)
         return token
 
     # -- storage -----------------------------------------------------------

@@ -110,6 +110,7 @@ class ManagerOptions(TypedDict, total=False):
     storage_retry_interval: float
     key: str | None
     clock: Callable[[], float]
+    on_event: Callable[[_events.TokenEvent], object] | None
 
 
 def check_options(caller: str, options: Mapping[str, object]) -> None:

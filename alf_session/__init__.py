@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 
+from ._events import TokenEvent
 from .adapter import TokenAdapter
 from .auth import BearerAuth
 from .client_auth import (
@@ -103,6 +104,7 @@ __all__ = [
     "Token",
     "TokenAdapter",
     "TokenError",
+    "TokenEvent",
     "TokenHTTPError",
     "TokenManager",
     "TokenProvider",

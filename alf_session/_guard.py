@@ -166,7 +166,17 @@ def _redis_bound(client: Any) -> float | None:
     if cost is None:
         return None
     retries, backoff = cost
-    return (retries + 1) * (connect + read) + backoff
+    per_try = connect + read
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    if manager is not None:
+        # A Sentinel-managed master: a new connection first asks the sentinels,
+        # one after another, where the master is.
+        for sentinel in getattr(manager, "sentinels", None) or [None]:
+            asked = _redis_bound(sentinel) if sentinel is not None else None
+            if asked is None:
+                return None
+            per_try += asked
+    return (retries + 1) * per_try + backoff
 
 
 def _memcache_bound(obj: Any) -> float | None:
@@ -218,6 +228,8 @@ class _Backend:
     def __init__(self, storage: TokenStorage) -> None:
         self.name = repr(storage)
         self.bound = own_bound(storage)
+        # Every guard on this backend, told when it answers again after a fault.
+        self.guards: weakref.WeakSet[StorageGuard] = weakref.WeakSet()
         self._reset()
         _fork.register(self)
 
@@ -269,6 +281,8 @@ class _Backend:
                 self.probe = None
             if ended:
                 log.info("token storage %s answers again; sharing tokens through it", self.name)
+                for guard in list(self.guards):
+                    guard.recovered()
 
     def _run_probe(self, probe: Callable[[], object]) -> None:
         try:
@@ -466,7 +480,9 @@ class StorageGuard:
         timeout: ``storage_timeout``: bound of each call a caller waits on.
         retry_interval: ``storage_retry_interval``: rest after a fault before
             the storage is probed again.
-        count_error: Called once per failed call or garbage read.
+        count_error: Called once per failed call or garbage read, with what
+            went wrong (no secret: transport errors only are quoted).
+        on_recover: Called when the storage answers again after a fault.
 
     Thread-safe; fork-safe through the backend it shares.
     """
@@ -478,14 +494,17 @@ class StorageGuard:
         *,
         timeout: float,
         retry_interval: float,
-        count_error: Callable[[], None],
+        count_error: Callable[[str], None],
+        on_recover: Callable[[], None] | None = None,
     ) -> None:
         self.storage = storage
         self.key = key
         self.timeout = timeout
         self.retry_interval = retry_interval
         self.count_error = count_error
+        self.on_recover = on_recover
         self.backend = _backend_for(storage)
+        self.backend.guards.add(self)
         bound = self.backend.bound
         # In the caller's thread when the client's own timeouts bound the call.
         self.inline = bound is not None and bound <= timeout
@@ -499,6 +518,7 @@ class StorageGuard:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.backend = _backend_for(self.storage)
+        self.backend.guards.add(self)
 
     @property
     def usable(self) -> bool:
@@ -559,10 +579,18 @@ class StorageGuard:
         if not self.storage.blocking:
             run()  # memory: nothing to wait for, no reason to hand it over
         elif not backend.submit(_Job(run, self.key, None, wait=False)):
-            self.count_error()
+            self.count_error("too many calls queued")
+
+    def recovered(self) -> None:
+        on_recover = self.on_recover
+        if on_recover is not None:
+            try:
+                on_recover()
+            except Exception:  # telling must not break the worker
+                log.debug("storage recovery callback failed", exc_info=True)
 
     def _fault(self, reason: str) -> NoReturn:
-        self.count_error()
+        self.count_error(reason)
         storage, key = self.storage, self.key
         self.backend.fault(reason, lambda: storage.load(key), self.retry_interval)
         raise StorageFault(reason)
@@ -587,7 +615,7 @@ class StorageGuard:
         try:
             return decode(raw)
         except ValueError:
-            self.count_error()
+            self.count_error("an unreadable value under the key")
             now = time.monotonic()
             if now - self._garbage_warned_at >= _WARN_INTERVAL:
                 self._garbage_warned_at = now

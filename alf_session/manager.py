@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
-from . import _fork
+from . import _events, _fork
 from ._guard import StorageGuard
 from .errors import ConfigurationError, InvalidTokenResponse, OAuthError, TokenError, TokenTimeout
 from .providers import _wrap_error, as_provider
@@ -110,6 +110,7 @@ class ManagerOptions(TypedDict, total=False):
     storage_retry_interval: float
     key: str | None
     clock: Callable[[], float]
+    on_event: Callable[[_events.TokenEvent], object] | None
 
 
 def check_options(caller: str, options: Mapping[str, object]) -> None:
@@ -193,6 +194,13 @@ class TokenManager:
             ``cache_key``. Required with storage for a provider without one.
         clock: Returns the time in UNIX seconds; inject one in tests. A
             provider with a ``clock`` attribute left at its default gets it too.
+        on_event: Called with a :class:`~alf_session.TokenEvent` when a token
+            is fetched, renewed, taken from the storage, invalidated or
+            refused with 401, when a token request fails, and when the
+            storage fails or recovers; never for a request served from
+            memory. Called in order from one background thread, never from a
+            request's thread or under a lock; an exception it raises is
+            logged and changes nothing else. *(Added in 0.2.)*
 
     Thread-safety: one manager serves all threads of a process. Fork-safety:
     a forked child gets new locks and no refresher thread, and keeps the
@@ -217,6 +225,7 @@ class TokenManager:
         storage_retry_interval: float = 5.0,
         key: str | None = None,
         clock: Callable[[], float] = time.time,
+        on_event: Callable[[_events.TokenEvent], object] | None = None,
     ) -> None:
         self.provider = as_provider(provider)
         self.storage: TokenStorage | None = None if storage is None else as_storage(storage)
@@ -256,6 +265,12 @@ class TokenManager:
             self.provider.clock = clock  # type: ignore[attr-defined]  # checked just above
 
         name: object = key if key is not None else getattr(self.provider, "cache_key", None)
+        self._events = _events._Emitter(
+            on_event,
+            _events.credential_fingerprint(
+                name if isinstance(name, str) and name else repr(self.provider)
+            ),
+        )
         if self.storage is not None:
             if not isinstance(name, str) or not name:
                 raise ConfigurationError(
@@ -273,6 +288,7 @@ class TokenManager:
                 timeout=self.storage_timeout,
                 retry_interval=self.storage_retry_interval,
                 count_error=self._count_storage_error,
+                on_recover=self._storage_recovered,
             )
         else:
             self._key = None
@@ -280,19 +296,23 @@ class TokenManager:
 
         self._entry: _Entry | None = None
         self._failure: _Failure | None = None
-        self._rejected: str | None = None  # access token an API refused (401)
+        # Access tokens an API refused (401), latest last: never taken from the
+        # storage again. Several: a refused token can outlive its deletion in
+        # the storage (deleted off the request path, or while it was down).
+        self._rejected: dict[str, None] = {}
         # The last tokens handed out, by header value: a 401 names the token it
         # refused by the header the request carried (see _token_for_header).
         self._handed: dict[str, Token] = {}
-        # When (clock) a token was last refused on the retry after a 401, and
-        # the token kept while 401s loop, with when: bounds the token requests
+        # The token last refused on the retry after a 401, and the token kept
+        # while 401s loop, each with when (clock): bounds the token requests
         # 401s cost (see _refused).
-        self._again_at: float | None = None
+        self._again: tuple[Token, float] | None = None
         self._looping: tuple[Token, float] | None = None
         self._counts = _Counters()
         self._start_hit_counter(0)
         self._init_locks()
         _fork.register(self)
+        _events.register(self)
 
     def _init_locks(self) -> None:
         self._flight = threading.Lock()  # held across one fetch, by one thread
@@ -350,6 +370,7 @@ class TokenManager:
         self._start_hit_counter(hits)
         self._init_locks()
         _fork.register(self)
+        _events.register(self)
 
     def __repr__(self) -> str:
         store = "memory" if self.storage is None else repr(self.storage)
@@ -441,8 +462,13 @@ class TokenManager:
             if token is None or (entry is not None and entry.token == token):
                 self._entry = None
             if token is not None:
-                self._rejected = token.access_token
+                rejected = self._rejected
+                rejected[token.access_token] = None
+                while len(rejected) > _HANDED_KEPT:
+                    del rejected[next(iter(rejected))]
             self._failure = None
+        dropped = token if token is not None else entry.token if entry is not None else None
+        self._events.emit_token("invalidated", dropped, self._clock())
         if self._guard is not None:
             self._guard.delete(token, wait=wait)
         log.debug(
@@ -468,9 +494,13 @@ class TokenManager:
 
     # -- internals ---------------------------------------------------------
 
-    def _count_storage_error(self) -> None:
+    def _count_storage_error(self, reason: str) -> None:
         with self._mutex:
             self._counts.storage_errors += 1
+        self._events.emit("storage_fault", self._clock(), error=reason[:200])
+
+    def _storage_recovered(self) -> None:
+        self._events.emit("storage_recovered", self._clock())
 
     # -- the request flow's interface ------------------------------------
     #
@@ -495,7 +525,7 @@ class TokenManager:
 
         ``again``: ``token`` was refused on the retry of a request whose first
         token was refused too. Once is bad luck (a token revoked while the
-        retry was on its way): ``token`` is dropped. Twice within
+        retry was on its way): ``token`` is dropped. Two tokens so within
         ``failure_ttl`` (at least a second) and the API seems to refuse every
         fresh token (a wrong audience or scope, a clock far off): fetching one
         more per request would only load the token endpoint. Then ``token`` is
@@ -512,13 +542,14 @@ class TokenManager:
         with self._mutex:
             looping = self._looping
             if again:
-                previous, self._again_at = self._again_at, now
-                loop = previous is not None and now - previous < window
+                previous, self._again = self._again, (token, now)
+                # Two tokens, not two threads reporting the same retry.
+                loop = previous is not None and previous[0] != token and now - previous[1] < window
                 warn = loop and (looping is None or now - looping[1] > 2 * window)
                 if loop:
                     self._looping = (token, now)
             elif looping is not None and looping[0] == token and now - looping[1] < window:
-                self._again_at = now  # the loop goes on
+                self._again = (token, now)  # the loop goes on
                 return None
         if again and loop:
             if warn:
@@ -538,6 +569,7 @@ class TokenManager:
         new_token = self.get_token()
         with self._mutex:
             self._counts.retries_on_401 += 1
+        self._events.emit_token("retried_401", token, self._clock())
         log.info(
             "API answered 401 to token %s; retrying once with token %s",
             token.fingerprint,
@@ -628,7 +660,7 @@ class TokenManager:
         """Get a token from storage or the endpoint. Caller holds ``_flight``."""
         guard = self._guard
         if guard is None:
-            token = self._fetch(current)
+            token = self._fetch(current, background=background)
             self._adopt(token, fetched=True)
             return token
 
@@ -646,7 +678,7 @@ class TokenManager:
             if owner is None and shared is not None:
                 return self._adopt(shared, fetched=False)
         try:
-            token = self._fetch(current)
+            token = self._fetch(current, background=background)
             self._adopt(token, fetched=True)
             # The caller needs the token, not the write: queued, then the lock
             # released after it, so that waiting processes find the token.
@@ -657,7 +689,7 @@ class TokenManager:
                 guard.release_lock(owner)
 
     def _acceptable(self, token: Token | None, current: Token | None, background: bool) -> bool:
-        if token is None or token.access_token == self._rejected:
+        if token is None or token.access_token in self._rejected:
             return False
         now = self._clock()
         refresh_at, stale_at = self._plan(token, now, fetched=False, jitter=False)
@@ -666,13 +698,15 @@ class TokenManager:
             return token != current and now < refresh_at
         return now < stale_at
 
-    def _fetch(self, current: Token | None) -> Token:
+    def _fetch(self, current: Token | None, *, background: bool = False) -> Token:
         """One token request: the refresh grant when possible, else the grant."""
         provider = self.provider
         refresh = getattr(provider, "refresh", None)
         if current is not None and current.refresh_token and callable(refresh):
             try:
-                token = self._call_provider(lambda: refresh(current))
+                token = self._request(
+                    lambda: refresh(current), "refresh_token", current, background
+                )
             except OAuthError as exc:
                 log.info(
                     "refresh token refused by the token endpoint (%s); using the grant",
@@ -683,13 +717,47 @@ class TokenManager:
                     self._counts.fetches += 1
                 log.info("refreshed token %s with the refresh token", token.fingerprint)
                 return token
-        token = self._call_provider(provider.fetch_token)
+        grant = getattr(provider, "grant_type", None)
+        token = self._request(
+            provider.fetch_token, grant if isinstance(grant, str) and grant else None, current,
+            background,
+        )  # fmt: skip
         with self._mutex:
             self._counts.fetches += 1
         expires = (
             "unknown" if token.expires_at is None else f"{token.expires_at - self._clock():.0f}s"
         )
         log.info("fetched token %s for %r; expires in %s", token.fingerprint, provider, expires)
+        return token
+
+    def _request(
+        self,
+        call: Callable[[], object],
+        grant: str | None,
+        current: Token | None,
+        background: bool,
+    ) -> Token:
+        """One token request through the provider, timed, observed and told as an event."""
+        events = self._events
+        started = time.monotonic()
+        try:
+            with events.observe(self, grant, background):
+                token = self._call_provider(call)
+        except TokenError as exc:
+            events.emit(
+                "fetch_failed",
+                self._clock(),
+                duration=time.monotonic() - started,
+                error=_events.error_text(exc),
+                grant=grant,
+            )
+            raise
+        now = self._clock()
+        left = None if current is None or current.expires_at is None else current.expires_at - now
+        kind: _events.EventKind = "refreshed" if background else "fetched"
+        events.emit_token(
+            kind, token, now, duration=time.monotonic() - started, grant=grant, remaining=left
+        )
         return token
 
     def _call_provider(self, call: Callable[[], object]) -> Token:
@@ -767,6 +835,7 @@ class TokenManager:
                 self._counts.storage_hits += 1
         if not fetched:
             log.debug("using token %s from %r", token.fingerprint, self.storage)
+            self._events.emit_token("shared", token, now)
         return token
 
     # -- storage -----------------------------------------------------------

@@ -61,8 +61,10 @@ class TokenSession(requests.Session):
             process's memory.
         token_retry: A urllib3 ``Retry`` or an int for the token request;
             default: 3 retries with backoff on connection errors, 429 and 5xx.
-        token_timeout: Seconds (or ``(connect, read)``) for the token request.
-        auth_method: ``"client_secret_basic"`` or ``"client_secret_post"``.
+        token_timeout: Seconds (or ``(connect, read)``) that bound a whole token
+            request, retries included; then :class:`~alf_session.TokenRequestTimeout`.
+        auth_method: ``"client_secret_basic"``, ``"client_secret_post"`` (both
+            need ``client_secret``) or ``"none"`` (a public client).
         token_manager: A :class:`~alf_session.TokenManager` to use instead of
             the credentials above (to share one between sessions, or for
             another grant).

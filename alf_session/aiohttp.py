@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Iterable
+from typing import Any
 
-from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
+from aiohttp import ClientError, ClientHandlerType, ClientRequest, ClientResponse
 
 from . import _flow
-from .errors import ConfigurationError
+from .errors import ConfigurationError, TokenError
 from .manager import TokenManager
 
 __all__ = ["TokenMiddleware"]
@@ -177,8 +178,17 @@ class TokenMiddleware:
         """Run one request (or redirect hop) through the flow.
 
         Raises:
-            TokenError: no token could be obtained; nothing is sent.
+            TokenError: no token could be obtained; nothing is sent. It is
+                also an :class:`aiohttp.ClientError`, so that aiohttp lets it
+                through as it is, and code that catches aiohttp's errors
+                around a request catches it too.
         """
+        try:
+            return await self._run(request, handler)
+        except TokenError as exc:
+            raise _as_client_error(exc) from exc.__cause__
+
+    async def _run(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         flow = self._flow
         carried = True
         last_redirect = self._last_redirect
@@ -213,3 +223,43 @@ async def _drain(response: ClientResponse) -> None:
     except Exception:  # noqa: BLE001, S110 - a broken 401 body must not stop the retry
         pass
     response.release()
+
+
+# Each TokenError class, also made an aiohttp ClientError (see _as_client_error).
+_CLIENT_ERRORS: dict[type[TokenError], type[TokenError]] = {}
+
+
+def _as_client_error(exc: TokenError) -> TokenError:
+    """``exc`` as an instance of its own class and of :class:`aiohttp.ClientError`.
+
+    A :class:`TokenError` is a ``requests.RequestException``, hence an
+    ``OSError``; aiohttp turns an ``OSError`` out of a middleware into a
+    ``ClientOSError`` that only chains it, and would lose the typed error
+    (``InvalidClient``, …). An ``aiohttp.ClientError`` it passes on as it is.
+    """
+    if isinstance(exc, ClientError):
+        return exc
+    cls = type(exc)
+    mixed = _CLIENT_ERRORS.get(cls)
+    if mixed is None:
+        mixed = type(
+            cls.__name__,
+            (cls, ClientError),
+            {
+                "__module__": cls.__module__,
+                "__qualname__": cls.__qualname__,
+                "__doc__": cls.__doc__,
+                "__reduce_ex__": _reduce_as_plain,
+            },
+        )
+        _CLIENT_ERRORS[cls] = mixed
+    clone = exc._clone()
+    clone.__class__ = mixed
+    return clone
+
+
+def _reduce_as_plain(self: TokenError, protocol: Any) -> Any:
+    # Pickled (to another process, a task queue) as the plain class, which
+    # pickle finds by its name: the mixed one it could not.
+    reduced = self.__reduce__()  # (class, args, state), as exceptions reduce
+    return (type(self).__mro__[1], *reduced[1:])

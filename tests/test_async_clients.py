@@ -701,3 +701,27 @@ async def test_200_cold_tasks_through_a_door_make_one_token_request_and_the_loop
     assert [a.status for a in answers] == [200] * 200
     assert token_server.count == 1
     assert in_flight >= 1
+
+
+async def test_aiohttp_token_errors_stay_typed_and_are_client_errors_too(
+    make_manager: Callable[..., TokenManager],
+    make_provider: Callable[..., ClientCredentials],
+    api_server: APIServer,
+) -> None:
+    """aiohttp turns an OSError out of a middleware into ClientOSError; a TokenError
+    (a requests.RequestException, so an OSError) must come out as itself."""
+    import pickle
+
+    manager = make_manager(make_provider(client_secret="wrong-secret-1f0d"))
+    async with aiohttp.ClientSession(middlewares=(TokenMiddleware(manager),)) as session:
+        with pytest.raises(InvalidClient) as caught:
+            await session.get(api_server.base_url + "/x")
+        with pytest.raises(aiohttp.ClientError):  # code that catches aiohttp's errors
+            await session.get(api_server.base_url + "/x")
+    error = caught.value
+    assert not isinstance(error, aiohttp.ClientOSError)
+    assert type(error).__name__ == "InvalidClient" and error.error == "invalid_client"
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
+    assert type(copy) is InvalidClient and str(copy) == str(error)
+    assert "wrong-secret-1f0d" not in str(error) + repr(error)
+    assert api_server.calls == 0

@@ -179,6 +179,11 @@ class TokenSession(requests.Session):
                 prepared = super().prepare_request(request)
             finally:
                 request.auth = None
+            if hosts is not None and not _flow.host_allowed(prepared.url, hosts):
+                # The URL as given named an allowed host, the URL requests
+                # will connect to does not: "http://evil\@api/" is "api" to
+                # urllib.parse and "evil" to urllib3. No token; netrc as usual.
+                return super().prepare_request(request)
             if _flow.authorization(prepared.headers) is None:
                 _flow.attach(prepared, self.token_manager.get_token())
             return prepared

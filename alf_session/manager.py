@@ -53,7 +53,7 @@ from .errors import (
 )
 from .providers import _wrap_error, as_provider
 from .storage import TokenStorage, as_storage
-from .token import Token
+from .token import Token, _header_safe
 
 __all__ = ["TokenManager", "TokenStats"]
 
@@ -757,6 +757,20 @@ class TokenManager:
         if not isinstance(token, Token):
             raise InvalidTokenResponse(
                 f"{self.provider!r} returned a {type(token).__name__}, not a Token"
+            )
+        # A Token built by hand (a custom provider) was never checked: a CR or
+        # LF in it would split the header, and http.client's refusal quotes
+        # the whole header value, token included, in its message.
+        if not (
+            isinstance(token.access_token, str)
+            and _header_safe(token.access_token)
+            and isinstance(token.token_type, str)
+            and _header_safe(token.token_type)
+        ):
+            raise InvalidTokenResponse(
+                f"{self.provider!r} returned a Token whose access_token or token_type "
+                "cannot go into an Authorization header (empty, or not visible ASCII "
+                "without spaces)"
             )
         return token
 

@@ -24,6 +24,7 @@ import requests
 from alf_session import (
     BearerAuth,
     ClientCredentials,
+    Token,
     TokenAdapter,
     TokenError,
     TokenManager,
@@ -268,3 +269,29 @@ def test_error_hands_out_no_token_or_secret_in_the_response_body(
     assert response is not None
     assert ACCESS not in response.text and REFRESH not in response.text
     assert _reachable_secrets(info.value, _secret_spellings()) == []
+
+
+# -- custom providers -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        Token(ACCESS + "\r\nX-Injected: 1"),
+        Token(ACCESS + "\n"),
+        Token(ACCESS, token_type="Bearer\r\nX-Injected: 1"),
+        Token(ACCESS + " extra"),
+        Token(""),
+    ],
+)
+def test_custom_provider_token_that_cannot_be_a_header_is_a_token_error(
+    raw_server: Callable[[Handler], RawServer], token: Token
+) -> None:
+    """A Token built by hand was sent as it was: http.client refused the CR/LF
+    with a ValueError (not a TokenError) quoting the header, token included."""
+    api = raw_server(lambda _: _answer(200, {"ok": True}))
+    with TokenSession(token_manager=TokenManager(lambda: token)) as session:
+        with pytest.raises(TokenError) as info:
+            session.get(api.url)
+    assert api.requests == []
+    assert _reachable_secrets(info.value, {ACCESS}) == []

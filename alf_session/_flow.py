@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from requests.auth import _basic_auth_str
+from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_netrc_auth, rewind_body
 
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from requests import PreparedRequest, Response
+    from requests import Response
 
     from .manager import TokenManager
     from .token import Token
@@ -48,8 +49,36 @@ def normalize_hosts(hosts: Iterable[str] | str | None) -> frozenset[str] | None:
                 f"token_hosts must hold host names such as 'api.example.com' or "
                 f"'localhost:8080' (no scheme or path), not {host!r}"
             )
-        result.add(host.strip().lower().rstrip("."))
+        entry = host.strip().lower().rstrip(".")
+        result.add(entry)
+        result.add(_as_connected(entry, host))
     return frozenset(result)
+
+
+def _as_connected(entry: str, given: str) -> str:
+    """``entry`` spelt as :func:`host_allowed` sees the host of a prepared
+    URL: IDNA-encoded as requests encodes it (``bücher.example`` is
+    ``xn--bcher-kva.example`` on the wire), an IPv6 literal without brackets
+    unless a port follows."""
+    port = ""
+    if entry.startswith("["):
+        name, _, rest = entry[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif entry.count(":") == 1:
+        name, _, port = entry.partition(":")
+    else:
+        name = entry
+    name = name.rstrip(".")
+    if not name.isascii():
+        try:
+            name = PreparedRequest._get_idna_encoded_host(name).lower().rstrip(".")
+        except UnicodeError:
+            raise ConfigurationError(
+                f"token_hosts holds {given!r}, which is not a valid host name"
+            ) from None
+    if not port:
+        return name
+    return f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
 
 
 @lru_cache(maxsize=256)

@@ -24,6 +24,7 @@ import requests
 from alf_session import (
     BearerAuth,
     ClientCredentials,
+    ConfigurationError,
     Token,
     TokenAdapter,
     TokenError,
@@ -295,3 +296,50 @@ def test_custom_provider_token_that_cannot_be_a_header_is_a_token_error(
             session.get(api.url)
     assert api.requests == []
     assert _reachable_secrets(info.value, {ACCESS}) == []
+
+
+# -- token_hosts spellings that named the right host and got no token -----------------------
+
+
+@pytest.mark.parametrize("how", ["session", "adapter", "auth"])
+@pytest.mark.parametrize(
+    ("entry", "url"),
+    [
+        ("bücher.example", "http://bücher.example/"),
+        ("BÜCHER.example", "http://xn--bcher-kva.example/"),
+        ("\uff41\uff50\uff49.example", "http://api.example/"),  # fullwidth "api"
+        ("[::1]", "http://[::1]:8080/"),
+        ("[::1]:8080", "http://[::1]:8080/"),
+    ],
+)
+def test_token_hosts_entry_matches_the_host_requests_connects_to(
+    raw_server: Callable[[Handler], RawServer], how: str, entry: str, url: str
+) -> None:
+    """An IDNA or bracketed IPv6 entry never matched the prepared URL (which
+    requests IDNA-encodes), so the API got no token and answered 401. The
+    request goes through a forward proxy that records what it was sent, so no
+    name has to resolve."""
+    proxy = raw_server(lambda _: _answer(200, {"ok": True}))
+    manager = TokenManager(lambda: ACCESS)
+    session: requests.Session
+    if how == "session":
+        session = TokenSession(token_manager=manager, token_hosts=[entry])
+    elif how == "adapter":
+        session = requests.Session()
+        session.mount("http://", TokenAdapter(manager, token_hosts=[entry]))
+    else:
+        session = requests.Session()
+        session.auth = BearerAuth(manager, token_hosts=[entry])
+    with session:
+        session.get(url, proxies={"http": proxy.url})
+        session.get("http://other.example/", proxies={"http": proxy.url})
+    assert len(proxy.requests) == 2
+    assert len(proxy.tokens_received()) == 1
+    assert proxy.requests[0] in proxy.tokens_received()
+
+
+def test_token_hosts_entry_that_is_no_host_name_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError):
+        TokenSession(
+            token_manager=TokenManager(lambda: ACCESS), token_hosts=["\u00fc" * 70 + ".example"]
+        )

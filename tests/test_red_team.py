@@ -100,9 +100,12 @@ class RawServer:
                         body += chunk
                     request = head + b"\r\n\r\n" + body
                     self.requests.append(request)
-                    conn.sendall(self.handler(request))
+                    self.serve_connection(conn, request)
                 except OSError:
                     pass
+
+    def serve_connection(self, conn: socket.socket, request: bytes) -> None:
+        conn.sendall(self.handler(request))
 
     def close(self) -> None:
         self._closed.set()
@@ -343,3 +346,58 @@ def test_token_hosts_entry_that_is_no_host_name_is_a_configuration_error() -> No
         TokenSession(
             token_manager=TokenManager(lambda: ACCESS), token_hosts=["\u00fc" * 70 + ".example"]
         )
+
+
+# -- a 401 with an endless body --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["session", "adapter", "auth"])
+def test_401_with_an_endless_body_is_not_read_before_the_retry(
+    raw_server: Callable[[Handler], RawServer], how: str
+) -> None:
+    """With ``stream=True`` plain requests hands a 401 back without reading its
+    body; the retry read all of it first (memory and time without bound: an
+    API sending 3 GB held the caller a minute and took 5.8 GB)."""
+    token_server = raw_server(lambda _: _answer(200, {"access_token": ACCESS, "expires_in": 600}))
+    chunks_sent: list[int] = []
+    chunk = b"A" * (1 << 20)
+
+    api = raw_server(lambda _: b"HTTP/1.1 401 X\r\nContent-Type: text/plain\r\n\r\n")
+
+    # The raw server sends what the handler returns, then closes; this one
+    # keeps sending 1 MiB chunks until the client lets go (at most 256 MiB).
+    def serve(conn: socket.socket, request: bytes) -> None:
+        conn.sendall(api.handler(request))
+        sent = 0
+        try:
+            for _ in range(256):
+                conn.sendall(chunk)
+                sent += 1
+        except OSError:
+            pass
+        chunks_sent.append(sent)
+
+    api.serve_connection = serve  # type: ignore[method-assign]
+    manager = TokenManager(ClientCredentials(f"{token_server.url}/token", CLIENT_ID, CLIENT_SECRET))
+    session: requests.Session
+    if how == "session":
+        session = TokenSession(token_manager=manager)
+    elif how == "adapter":
+        session = requests.Session()
+        session.mount("http://", TokenAdapter(manager))
+    else:
+        session = requests.Session()
+        session.auth = BearerAuth(manager)
+    with session:
+        response = session.get(api.url, stream=True, timeout=10)
+        response.close()
+    assert response.status_code == 401
+    assert len(api.requests) == 2  # the retry was made
+    assert len(token_server.requests) == 2  # with a new token
+    deadline = threading.Event()
+    for _ in range(100):
+        if len(chunks_sent) == 2:
+            break
+        deadline.wait(0.1)
+    assert len(chunks_sent) == 2
+    assert max(chunks_sent) < 64  # neither body was read to its end

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import ipaddress
 import json
 import logging
@@ -667,15 +668,22 @@ class OAuth2Provider:
                 response._content = b""
                 return
             payload = {}
-        text = body.decode("utf-8", errors="replace")
         hidden = [v for k, v in payload.items() if k in _TOKEN_FIELDS and isinstance(v, str)]
         spellings: set[str] = set()
         for value in hidden:
             spellings.update(_spellings(value))
-        for form in sorted(spellings, key=len, reverse=True):
-            if form:
-                text = text.replace(form, "***")
-        response._content = self._redact(text, secrets).encode("utf-8")
+
+        def mask(text: str) -> str:
+            for form in sorted(spellings, key=len, reverse=True):
+                if form:
+                    text = text.replace(form, "***")
+            return self._redact(text, secrets)
+
+        text = _unescaped_json(body.decode("utf-8", errors="replace"), mask)
+        unescaped = html.unescape(text)  # an HTML page may echo "&" as "&amp;"
+        if mask(unescaped) != unescaped:
+            text = unescaped
+        response._content = mask(text).encode("utf-8")
         response.encoding = "utf-8"
 
     def _exchange(
@@ -1257,8 +1265,25 @@ def _describe_body(
         name = _SPACES.sub(" ", redact(title.group(1), secrets)).strip()[:80] if title else ""
         found = f" titled {name!r}" if name else ""
         return f"an HTML page{found}"
+    text = _unescaped_json(text, lambda t: redact(t, secrets))
     text = _SPACES.sub(" ", redact(text, secrets))
     return repr(text[:_QUOTE] + ("…" if len(text) > _QUOTE else ""))
+
+
+def _unescaped_json(text: str, redact: Callable[[str], str]) -> str:
+    """``text``, or the same JSON without its escapes when that spelling
+    shows a secret that ``redact`` hides and ``text``'s does not.
+
+    A server's JSON encoder may escape what it echoes: Go's writes ``&`` as
+    ``\\u0026``, PHP's ``/`` as ``\\/``; the secret is then in the body under a
+    spelling nobody can list in advance.
+    """
+    try:
+        decoded = json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+    plain = json.dumps(decoded, ensure_ascii=False)
+    return plain if redact(plain) != plain else text
 
 
 def _timed_out(exc: requests.RequestException) -> bool:

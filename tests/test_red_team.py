@@ -401,3 +401,44 @@ def test_401_with_an_endless_body_is_not_read_before_the_retry(
         deadline.wait(0.1)
     assert len(chunks_sent) == 2
     assert max(chunks_sent) < 64  # neither body was read to its end
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # Go's encoding/json writes & < > as \u0026 \u003c \u003e (Dex, Hydra, gateways).
+        _answer(400, json.dumps({"message": f"bad {CLIENT_SECRET}"}).replace("&", "\\u0026")),
+        _answer(
+            401,
+            json.dumps({"error": "invalid_client", "error_description": CLIENT_SECRET}).replace(
+                "&", "\\u0026"
+            ),
+        ),
+        # PHP's json_encode writes / as \/.
+        _answer(400, json.dumps({"message": f"bad {CLIENT_SECRET}"}).replace("/", "\\/")),
+        # An HTML page escapes & as &amp;.
+        _answer(
+            500, f"<p>{CLIENT_SECRET.replace('&', '&amp;')}</p>", {"Content-Type": "text/html"}
+        ),
+    ],
+)
+def test_secret_echoed_with_the_servers_escapes_is_masked(
+    raw_server: Callable[[Handler], RawServer], answer: bytes
+) -> None:
+    """The body was quoted in the message (and kept in exc.response) with the
+    secret under a JSON or HTML escape that the masking did not know."""
+    token_server = raw_server(lambda _: answer)
+    provider = ClientCredentials(
+        f"{token_server.url}/token",
+        CLIENT_ID,
+        CLIENT_SECRET,
+        retry=0,
+        auth_method="client_secret_post",
+    )
+    with pytest.raises(TokenError) as info:
+        TokenManager(provider).get_token()
+    tail = CLIENT_SECRET[-12:]  # a part no escape changes
+    assert tail not in str(info.value)
+    assert info.value.response is not None
+    assert tail not in info.value.response.text
+    assert _reachable_secrets(info.value, {tail}) == []

@@ -8,6 +8,7 @@ nothing in the library's own test servers can soften the attack.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import socket
@@ -351,21 +352,13 @@ def test_token_hosts_entry_that_is_no_host_name_is_a_configuration_error() -> No
 # -- a 401 with an endless body --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("how", ["session", "adapter", "auth"])
-def test_401_with_an_endless_body_is_not_read_before_the_retry(
-    raw_server: Callable[[Handler], RawServer], how: str
-) -> None:
-    """With ``stream=True`` plain requests hands a 401 back without reading its
-    body; the retry read all of it first (memory and time without bound: an
-    API sending 3 GB held the caller a minute and took 5.8 GB)."""
-    token_server = raw_server(lambda _: _answer(200, {"access_token": ACCESS, "expires_in": 600}))
+def _endless_401(start: Callable[[Handler], RawServer]) -> tuple[RawServer, list[int]]:
+    """An API that answers 401 and then sends 1 MiB chunks until the client
+    lets go (at most 256 MiB); the list gets the chunks sent per request."""
     chunks_sent: list[int] = []
     chunk = b"A" * (1 << 20)
+    api = start(lambda _: b"HTTP/1.1 401 X\r\nContent-Type: text/plain\r\n\r\n")
 
-    api = raw_server(lambda _: b"HTTP/1.1 401 X\r\nContent-Type: text/plain\r\n\r\n")
-
-    # The raw server sends what the handler returns, then closes; this one
-    # keeps sending 1 MiB chunks until the client lets go (at most 256 MiB).
     def serve(conn: socket.socket, request: bytes) -> None:
         conn.sendall(api.handler(request))
         sent = 0
@@ -378,6 +371,30 @@ def test_401_with_an_endless_body_is_not_read_before_the_retry(
         chunks_sent.append(sent)
 
     api.serve_connection = serve  # type: ignore[method-assign]
+    return api, chunks_sent
+
+
+def _assert_retried_unread(api: RawServer, token_server: RawServer, chunks_sent: list[int]) -> None:
+    assert len(api.requests) == 2  # the retry was made
+    assert len(token_server.requests) == 2  # with a new token
+    pause = threading.Event()
+    for _ in range(100):
+        if len(chunks_sent) == 2:
+            break
+        pause.wait(0.1)
+    assert len(chunks_sent) == 2
+    assert max(chunks_sent) < 64  # neither body was read to its end
+
+
+@pytest.mark.parametrize("how", ["session", "adapter", "auth"])
+def test_401_with_an_endless_body_is_not_read_before_the_retry(
+    raw_server: Callable[[Handler], RawServer], how: str
+) -> None:
+    """With ``stream=True`` plain requests hands a 401 back without reading its
+    body; the retry read all of it first (memory and time without bound: an
+    API sending 3 GB held the caller a minute and took 5.8 GB)."""
+    token_server = raw_server(lambda _: _answer(200, {"access_token": ACCESS, "expires_in": 600}))
+    api, chunks_sent = _endless_401(raw_server)
     manager = TokenManager(ClientCredentials(f"{token_server.url}/token", CLIENT_ID, CLIENT_SECRET))
     session: requests.Session
     if how == "session":
@@ -392,15 +409,28 @@ def test_401_with_an_endless_body_is_not_read_before_the_retry(
         response = session.get(api.url, stream=True, timeout=10)
         response.close()
     assert response.status_code == 401
-    assert len(api.requests) == 2  # the retry was made
-    assert len(token_server.requests) == 2  # with a new token
-    deadline = threading.Event()
-    for _ in range(100):
-        if len(chunks_sent) == 2:
-            break
-        deadline.wait(0.1)
-    assert len(chunks_sent) == 2
-    assert max(chunks_sent) < 64  # neither body was read to its end
+    _assert_retried_unread(api, token_server, chunks_sent)
+
+
+def test_aiohttp_401_with_an_endless_body_is_not_read_before_the_retry(
+    raw_server: Callable[[Handler], RawServer],
+) -> None:
+    """aiohttp never reads a body unasked; the middleware read the whole 401
+    before its retry (2 GB sent: 10 s and 3.8 GB)."""
+    aiohttp = pytest.importorskip("aiohttp")
+    from alf_session.aiohttp import TokenMiddleware
+
+    token_server = raw_server(lambda _: _answer(200, {"access_token": ACCESS, "expires_in": 600}))
+    api, chunks_sent = _endless_401(raw_server)
+    manager = TokenManager(ClientCredentials(f"{token_server.url}/token", CLIENT_ID, CLIENT_SECRET))
+
+    async def call() -> int:
+        async with aiohttp.ClientSession(middlewares=(TokenMiddleware(manager),)) as client:
+            async with client.get(api.url) as response:
+                return int(response.status)
+
+    assert asyncio.run(call()) == 401
+    _assert_retried_unread(api, token_server, chunks_sent)
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ memory and the token endpoint.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import math
@@ -191,7 +192,11 @@ class TokenManager:
         refresh_ahead: Fraction of the lifetime after which the token is
             renewed in the background; ``None`` renews only once it expires.
         refresh_jitter: Up to this fraction of the lifetime is taken off the
-            refresh point at random, so processes don't all refresh at once.
+            refresh point at random, so that processes fetching their own
+            tokens don't all renew at once; a token taken from the storage
+            is renewed up to this much later instead, so that the process
+            that fetched it renews it first and the others take the new one
+            from the storage (a fleet renews as often as one process).
         failure_ttl: Seconds a refused fetch (``invalid_client``,
             ``invalid_grant``, a 4xx, …) is remembered and raised again to
             every caller without a new token request. An outage (5xx, 429,
@@ -295,8 +300,6 @@ class TokenManager:
                     "key='a-name-for-this-credential' to TokenManager"
                 )
             if key is not None:
-                import hashlib
-
                 name = hashlib.sha256(key.encode()).hexdigest()
             self._key: str | None = self.storage.key_for(name)
             self._guard: StorageGuard | None = StorageGuard(
@@ -779,16 +782,28 @@ class TokenManager:
             # renewed in the background, and every renewal would make callers
             # wait. Plan on the usable part of the lifetime instead.
             refresh_at = issued + usable * self.refresh_ahead
-        if jitter and self.refresh_jitter:
-            refresh_at -= random.random() * self.refresh_jitter * lifetime  # noqa: S311 - not crypto
+        ahead = self.refresh_ahead or 1.0
         if fetched:
+            if jitter and self.refresh_jitter:
+                # Processes that each fetch their own token drift apart.
+                refresh_at -= random.random() * self.refresh_jitter * lifetime  # noqa: S311 - not crypto
             # A token just fetched is not renewed at once, even if it says it
             # was issued long ago: that would be a second request for nothing.
             # But it still gets a background window before it goes stale: a
             # floor of a whole _MIN_REUSE would close that window for tokens
             # of a few seconds and make every renewal a foreground wait.
-            floor = min(_MIN_REUSE, (stale_at - now) * (self.refresh_ahead or 1.0))
-            refresh_at = max(refresh_at, now + floor)
+            refresh_at = max(refresh_at, now + min(_MIN_REUSE, (stale_at - now) * ahead))
+        else:
+            # Taken from the storage: planned as the process that fetched it
+            # planned it (the same floor, from when it was obtained), then a
+            # little later, never earlier. That process renews it first and
+            # the others find the new token stored when their turn comes: a
+            # fleet renews as often as one process, and no two race for it.
+            refresh_at = max(refresh_at, issued + min(_MIN_REUSE, (stale_at - issued) * ahead))
+            if jitter and self.refresh_jitter:
+                room = max(stale_at - refresh_at, 0.0) / 2
+                later = random.random() * self.refresh_jitter * lifetime  # noqa: S311 - not crypto
+                refresh_at += min(later, room)
         return min(refresh_at, stale_at), stale_at
 
     def _adopt(self, token: Token, *, fetched: bool) -> Token:

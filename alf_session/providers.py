@@ -658,7 +658,7 @@ class OAuth2Provider:
         url = self.token_endpoint
         call = _Call(_budget(self.timeout))
         settings = self._session.merge_environment_settings(
-            prepared.url, dict(self.proxies or {}), True, self.verify, self.cert
+            prepared.url or url, dict(self.proxies or {}), True, self.verify, self.cert
         )
         _Call.local.call = call
         try:

@@ -833,15 +833,6 @@ EXPIRES_IN = st.one_of(
 )
 
 
-# Hypothesis's own deprecation notices (an attribute of hypothesis.errors looked
-# up by something else in the process) are not about the code under test; under
-# filterwarnings=error one once turned a passing run into a FlakyFailure.
-_HYPOTHESIS_NOTICES = pytest.mark.filterwarnings(
-    "ignore::hypothesis.errors.HypothesisDeprecationWarning"
-)
-
-
-@_HYPOTHESIS_NOTICES
 @settings(max_examples=300, deadline=None)
 @given(expires_in=EXPIRES_IN, now=NOW)
 def test_expires_in_gives_a_finite_plan_or_a_typed_error(expires_in: object, now: float) -> None:
@@ -856,7 +847,6 @@ def test_expires_in_gives_a_finite_plan_or_a_typed_error(expires_in: object, now
     assert now <= token.expires_at <= now + _TEN_YEARS
 
 
-@_HYPOTHESIS_NOTICES
 @settings(max_examples=300, deadline=None)
 @given(exp=st.one_of(st.none(), st.floats(), st.integers(), st.text(max_size=10)), now=NOW)
 def test_jwt_exp_gives_a_finite_plan_in_the_coming_ten_years(exp: object, now: float) -> None:
@@ -867,7 +857,6 @@ def test_jwt_exp_gives_a_finite_plan_in_the_coming_ten_years(exp: object, now: f
     assert now < token.expires_at <= now + _TEN_YEARS
 
 
-@_HYPOTHESIS_NOTICES
 @settings(max_examples=100, deadline=None)
 @given(
     expires_at=st.one_of(st.floats(), st.floats(min_value=-1e6, max_value=1e6)),

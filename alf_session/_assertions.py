@@ -122,6 +122,8 @@ class CredentialSource:
                 raise CredentialSourceError(f"{where} is not a regular file")
             with os.fdopen(fd, "rb", closefd=False) as fh:
                 data = fh.read(_MAX_FILE + 1)
+        except TokenError:
+            raise  # a TokenError is an OSError too (a requests.RequestException)
         except OSError as exc:
             raise CredentialSourceError(
                 f"cannot read {where}: {exc.strerror or type(exc).__name__}"

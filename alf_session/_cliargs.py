@@ -117,7 +117,7 @@ def _credential_options() -> _Parser:
     group.add_argument("--audience", metavar="AUD", help="audience parameter [ALF_AUDIENCE]")
     group.add_argument(
         "--auth-method",
-        choices=("client_secret_basic", "client_secret_post"),
+        choices=("client_secret_basic", "client_secret_post", "none"),
         default="client_secret_basic",
         help="how the client authenticates to the token endpoint (default: %(default)s)",
     )

@@ -94,7 +94,8 @@ def _worker_main(argv: Sequence[str]) -> int:
     go.wait(READY_TIMEOUT + 30)
 
     def fingerprint(request: requests.PreparedRequest | None) -> str | None:
-        header = request.headers.get("Authorization", "") if request is not None else ""
+        raw = request.headers.get("Authorization") if request is not None else None
+        header = raw if isinstance(raw, str) else ""
         scheme, _, value = header.partition(" ")
         return Token(value).fingerprint if scheme == "Bearer" and value else None
 
@@ -128,6 +129,11 @@ def _worker_main(argv: Sequence[str]) -> int:
         elif response.status_code >= 400:
             counts["failed"] += 1
         stop.wait(PAUSE)
+    # A renewal may be on its way to the token server as the demo stops: let
+    # it finish, so that the server's count and this worker's agree.
+    for thread in threading.enumerate():
+        if thread.name == "alf-session-refresh":
+            thread.join(15)
     session.close()
     with lock:
         background_fetches = len(background)

@@ -196,6 +196,8 @@ def _cmd_request(args: argparse.Namespace) -> int:
                     # session's verify, but not a request's (psf/requests#3829).
                     verify=verify,
                 )
+        except TokenError:
+            raise  # also a RequestException (a token request's Timeout too): not the API's
         except requests.exceptions.InvalidURL as exc:
             raise UsageError(f"{args.url!r} is not a URL requests can use ({exc})") from None
         except (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema):

@@ -288,6 +288,8 @@ def _fetch(
                 if time.monotonic() > deadline:
                     raise DiscoveryError(f"metadata at {url} took over {budget:g}s to arrive")
                 chunks.append(chunk)
+        except DiscoveryError:
+            raise  # a TokenError is a RequestException too
         except requests.RequestException as exc:
             raise DiscoveryError(f"metadata at {url} broke off: {type(exc).__name__}") from exc
         if status != 200:

@@ -11,8 +11,12 @@ How it decides, per call of :meth:`TokenManager.get_token`:
    whoever gets it first reads the shared storage, takes the storage's lock
    (other processes wait and read what it stores), fetches, stores. The
    others find the token in memory when they get the lock. A failure is
-   remembered for ``failure_ttl`` seconds and raised again to every caller in
-   that time, so that bad credentials never hammer the identity provider.
+   remembered and raised again to every caller meanwhile, so that bad
+   credentials never hammer the identity provider: a refusal (bad client,
+   grant or scope) for ``failure_ttl`` seconds; an outage (5xx, 429,
+   ``temporarily_unavailable``, no connection, a timeout) for the server's
+   ``Retry-After``, else for 1 s, then 2, 4, … up to ``failure_ttl`` while it
+   lasts. A token obtained ends the memory and the backoff.
 
 :meth:`TokenManager.aget_token` takes steps 1 and 2 in the event loop, and
 step 3 in a thread that all waiting tasks share and that queues for the same
@@ -23,27 +27,50 @@ bounded in time without a thread per call, skipped while the storage is known
 to fail, writes the caller does not need queued off its path, one warning per
 outage. A storage fault never fails a request: the manager carries on with its
 memory and the token endpoint.
+
+The request flow (``alf_session._flow``, which every front door drives) uses
+:meth:`TokenManager.get_token` (or ``aget_token``) and two internal methods,
+nothing else: ``_token_for_header(value)`` names the token of ours an
+``Authorization`` header carries, and ``_refused(token, replace=...)``
+reports a 401 to it and hands out a replacement (none while the API keeps
+refusing every fresh token: twice a replacement refused on its own retry).
+
+Every token a provider returns -- custom providers and callables included --
+is checked before it can reach a header: a CR, LF, NUL or other byte an HTTP
+header cannot carry is an :class:`~alf_session.InvalidTokenResponse`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import math
 import random
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 from . import _events, _fork
 from ._guard import StorageGuard
-from .errors import ConfigurationError, InvalidTokenResponse, OAuthError, TokenError, TokenTimeout
+from .errors import (
+    ConfigurationError,
+    InvalidTokenResponse,
+    OAuthError,
+    TokenError,
+    TokenHTTPError,
+    TokenTimeout,
+)
 from .providers import _wrap_error, as_provider
 from .storage import TokenStorage, as_storage
-from .token import Token
+from .token import Token, _header_safe
 
-__all__ = ["TokenManager", "TokenStats"]
+if TYPE_CHECKING:
+    from ._base import KeyValueStore
+    from .providers import TokenProvider
+
+__all__ = ["ManagerOptions", "TokenManager", "TokenStats"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +79,8 @@ _INF = math.inf
 # A freshly fetched token is reused for at least this long, even if the server
 # (or a skewed clock) says it is already expiring: no tight fetch loop, ever.
 _MIN_REUSE = 1.0
+# Longest TTL given to the storage (ten years).
+_MAX_STORE_TTL = 10 * 365 * 24 * 3600.0
 # How many of its latest tokens a manager recognises in a 401's request: a
 # request may be answered after a token or two more have been adopted.
 _HANDED_KEPT = 8
@@ -77,6 +106,46 @@ class TokenStats(NamedTuple):
     storage_hits: int = 0
 
 
+class ManagerOptions(TypedDict, total=False):
+    """The :class:`TokenManager` options that :class:`~alf_session.TokenSession`
+    passes on, for type checkers (``**manager_options``).
+
+    Kept in step with :meth:`TokenManager.__init__` (a test compares them).
+    """
+
+    leeway: float
+    refresh_ahead: float | None
+    refresh_jitter: float
+    failure_ttl: float
+    max_wait: float
+    lock_ttl: float
+    lock_wait: float
+    storage_timeout: float
+    storage_retry_interval: float
+    key: str | None
+    clock: Callable[[], float]
+    on_event: Callable[[_events.TokenEvent], object] | None
+
+
+def check_options(caller: str, options: Mapping[str, object]) -> None:
+    """Raise the ``TypeError`` Python would, naming ``caller``, for an option
+    :class:`TokenManager` does not take (with the closest one it does)."""
+    import inspect
+
+    known = [
+        name
+        for name, parameter in inspect.signature(TokenManager).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    for name in options:
+        if name not in known:
+            import difflib
+
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}{hint}")
+
+
 class _Entry:
     """The token in memory, with the times it was planned on (manager clock)."""
 
@@ -88,12 +157,66 @@ class _Entry:
         self.stale_at = stale_at
 
 
-class _Failure:
-    __slots__ = ("error", "until")
+# -- failure memory ----------------------------------------------------------------
 
-    def __init__(self, error: TokenError, until: float) -> None:
+# An outage is first remembered this long, then twice as long at each further
+# failure in a row (capped at failure_ttl).
+_BACKOFF_START = 1.0
+# A server's Retry-After is honoured up to this (or failure_ttl, if longer).
+_MAX_RETRY_AFTER = 60.0
+# RFC 6749 §4.1.2.1 codes that say "later", not "no".
+_TRANSIENT_CODES = frozenset({"temporarily_unavailable", "server_error"})
+
+
+class _Failure:
+    """A failed fetch, raised again without a token request until ``until``."""
+
+    __slots__ = ("at", "error", "until")
+
+    def __init__(self, error: TokenError, at: float, until: float) -> None:
         self.error = error
+        self.at = at
         self.until = until
+
+    def again(self, now: float) -> TokenError:
+        """A copy of the error that says it is remembered, and until when."""
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.until))
+        clone = self.error._clone(
+            f"{self.error} [remembered from a token request {max(now - self.at, 0):.0f}s "
+            f"ago; no new token request until {when} UTC, in {self.until - now:.1f}s]"
+        )
+        clone.remembered_until = self.until
+        return clone
+
+
+def _is_transient(exc: TokenError) -> bool:
+    """Whether ``exc`` says "try later" (an outage) rather than "no" (a refusal)."""
+    response = exc.response
+    status = response.status_code if response is not None else None
+    if status is not None and (status >= 500 or status in (408, 429)):
+        return True
+    if isinstance(exc, OAuthError):
+        return exc.error in _TRANSIENT_CODES
+    if isinstance(exc, (ConfigurationError, InvalidTokenResponse, TokenHTTPError)):
+        return False  # a wrong URL, a 4xx, a broken answer: the same next time
+    return True  # no connection, a timeout, a custom provider's failure
+
+
+def _retry_after(exc: TokenError, now: float) -> float | None:
+    """Seconds the server asked to wait (``Retry-After``, seconds or a date)."""
+    response = exc.response
+    value = response.headers.get("Retry-After") if response is not None else None
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        from email.utils import parsedate_to_datetime
+
+        return max(parsedate_to_datetime(value).timestamp() - now, 0.0)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 class _Counters:
@@ -124,9 +247,18 @@ class TokenManager:
         refresh_ahead: Fraction of the lifetime after which the token is
             renewed in the background; ``None`` renews only once it expires.
         refresh_jitter: Up to this fraction of the lifetime is taken off the
-            refresh point at random, so processes don't all refresh at once.
-        failure_ttl: Seconds a failed fetch is remembered and raised again to
-            every caller without a new token request.
+            refresh point at random, so that processes fetching their own
+            tokens don't all renew at once; a token taken from the storage
+            is renewed up to this much later instead, so that the process
+            that fetched it renews it first and the others take the new one
+            from the storage (a fleet renews as often as one process).
+        failure_ttl: Seconds a refused fetch (``invalid_client``,
+            ``invalid_grant``, a 4xx, …) is remembered and raised again to
+            every caller without a new token request. An outage (5xx, 429,
+            ``temporarily_unavailable``, no connection, a timeout) is
+            remembered for the server's ``Retry-After`` (up to a minute, or
+            ``failure_ttl`` if longer), else for 1 s, 2 s, 4 s, … up to
+            ``failure_ttl`` while it lasts. 0 remembers nothing.
         max_wait: Longest a caller waits for another thread's fetch.
         lock_ttl: How long the storage's fetch lock lives: if its holder dies,
             another process takes over after this.
@@ -156,8 +288,8 @@ class TokenManager:
 
     def __init__(
         self,
-        provider: Any,
-        storage: Any = None,
+        provider: TokenProvider | Callable[[], Token | Mapping[str, Any] | str],
+        storage: TokenStorage | KeyValueStore | str | None = None,
         *,
         leeway: float = 30.0,
         refresh_ahead: float | None = 0.75,
@@ -223,8 +355,6 @@ class TokenManager:
                     "key='a-name-for-this-credential' to TokenManager"
                 )
             if key is not None:
-                import hashlib
-
                 name = hashlib.sha256(key.encode()).hexdigest()
             self._key: str | None = self.storage.key_for(name)
             self._guard: StorageGuard | None = StorageGuard(
@@ -241,6 +371,7 @@ class TokenManager:
 
         self._entry: _Entry | None = None
         self._failure: _Failure | None = None
+        self._outages = 0  # transient failures in a row, for the backoff
         # Access tokens an API refused (401), latest last: never taken from the
         # storage again. Several: a refused token can outlive its deletion in
         # the storage (deleted off the request path, or while it was down).
@@ -248,6 +379,11 @@ class TokenManager:
         # The last tokens handed out, by header value: a 401 names the token it
         # refused by the header the request carried (see _token_for_header).
         self._handed: dict[str, Token] = {}
+        # The token last refused on the retry after a 401, and the token kept
+        # while 401s loop, each with when (clock): bounds the token requests
+        # 401s cost (see _refused).
+        self._again: tuple[Token, float] | None = None
+        self._looping: tuple[Token, float] | None = None
         self._counts = _Counters()
         self._start_hit_counter(0)
         self._init_locks()
@@ -459,24 +595,70 @@ class TokenManager:
     def _storage_recovered(self) -> None:
         self._events.emit("storage_recovered", self._clock())
 
-    def _token_for_header(self, value: str | None) -> Token | None:
+    # -- the request flow's interface ------------------------------------
+    #
+    # alf_session._flow (and through it every front door) uses get_token(),
+    # aget_token() and these two methods, nothing else: see _flow.TokenSource.
+
+    def _token_for_header(self, value: str) -> Token | None:
         """The token this manager handed out whose header value is ``value``.
 
         How a 401 tells that the request carried one of our tokens (and which),
         without marking every request on the hot path.
         """
-        if value is None:
-            return None
         with self._mutex:
             return self._handed.get(value)
 
-    def _replace_refused(self, token: Token) -> Token:
-        """An API answered 401 to ``token``: drop it (only it) and get another.
+    def _refused(self, token: Token, *, replace: bool, again: bool = False) -> Token | None:
+        """An API answered 401 to ``token``: drop it (only it) and, if
+        ``replace``, return another to send the request again with.
 
         The storage's copy is deleted off the request path: this process
         won't take the refused token from the storage meanwhile (``_rejected``).
+
+        ``again``: ``token`` was refused on the retry of a request whose first
+        token was refused too. Once is bad luck (a token revoked while the
+        retry was on its way): ``token`` is dropped. Two tokens so within
+        ``failure_ttl`` (at least a second) and the API seems to refuse every
+        fresh token (a wrong audience or scope, a clock far off): fetching one
+        more per request would only load the token endpoint. Then ``token`` is
+        kept, and while 401s to it keep coming less than ``failure_ttl`` apart
+        they are returned as they are (``None``), with no token request. This
+        is logged as a warning, once while it lasts.
+
+        Raises:
+            TokenError: no replacement could be obtained.
         """
+        now = self._clock()
+        window = max(self.failure_ttl, _MIN_REUSE)
+        loop = warn = False
+        with self._mutex:
+            looping = self._looping
+            if again:
+                previous, self._again = self._again, (token, now)
+                # Two tokens, not two threads reporting the same retry.
+                loop = previous is not None and previous[0] != token and now - previous[1] < window
+                warn = loop and (looping is None or now - looping[1] > 2 * window)
+                if loop:
+                    self._looping = (token, now)
+            elif looping is not None and looping[0] == token and now - looping[1] < window:
+                self._again = (token, now)  # the loop goes on
+                return None
+        if again and loop:
+            if warn:
+                log.warning(
+                    "the API answered 401 to token %s, fetched to replace a token it "
+                    "refused, and did so before: it seems to refuse every token of %r "
+                    "(check audience, scope and clocks); keeping that token, with no new "
+                    "token request, while this lasts (%gs at a time)",
+                    token.fingerprint,
+                    self.provider,
+                    window,
+                )
+            return None
         self._invalidate(token, wait=False)
+        if again or not replace:
+            return None
         new_token = self.get_token()
         with self._mutex:
             self._counts.retries_on_401 += 1
@@ -512,14 +694,31 @@ class TokenManager:
                 return entry.token
             failure = self._failure
             if failure is not None and now < failure.until:
-                raise failure.error._clone()
+                raise failure.again(now)
             try:
                 return self._obtain(entry.token if entry else None, background=False)
             except TokenError as exc:
-                self._failure = _Failure(exc, self._clock() + self.failure_ttl)
+                self._remember(exc)
                 raise
         finally:
             self._flight.release()
+
+    def _remember(self, exc: TokenError) -> None:
+        """Keep ``exc`` to raise again (see the module docstring for how long)."""
+        now = self._clock()
+        if self.failure_ttl <= 0:
+            return
+        if not _is_transient(exc):
+            hold = self.failure_ttl
+        else:
+            self._outages += 1
+            after = _retry_after(exc, now)
+            if after is not None:
+                hold = min(after, max(self.failure_ttl, _MAX_RETRY_AFTER))
+            else:
+                hold = min(_BACKOFF_START * 2 ** min(self._outages - 1, 30), self.failure_ttl)
+        if hold > 0:
+            self._failure = _Failure(exc, now, now + hold)
 
     def _refresh_in_background(self, entry: _Entry) -> None:
         with self._mutex:
@@ -682,6 +881,7 @@ class TokenManager:
             raise InvalidTokenResponse(
                 f"{self.provider!r} returned a {type(token).__name__}, not a Token"
             )
+        _check_header_safe(token, self.provider)
         return token
 
     def _plan(
@@ -706,16 +906,28 @@ class TokenManager:
             # renewed in the background, and every renewal would make callers
             # wait. Plan on the usable part of the lifetime instead.
             refresh_at = issued + usable * self.refresh_ahead
-        if jitter and self.refresh_jitter:
-            refresh_at -= random.random() * self.refresh_jitter * lifetime  # noqa: S311 - not crypto
+        ahead = self.refresh_ahead or 1.0
         if fetched:
+            if jitter and self.refresh_jitter:
+                # Processes that each fetch their own token drift apart.
+                refresh_at -= random.random() * self.refresh_jitter * lifetime  # noqa: S311 - not crypto
             # A token just fetched is not renewed at once, even if it says it
             # was issued long ago: that would be a second request for nothing.
             # But it still gets a background window before it goes stale: a
             # floor of a whole _MIN_REUSE would close that window for tokens
             # of a few seconds and make every renewal a foreground wait.
-            floor = min(_MIN_REUSE, (stale_at - now) * (self.refresh_ahead or 1.0))
-            refresh_at = max(refresh_at, now + floor)
+            refresh_at = max(refresh_at, now + min(_MIN_REUSE, (stale_at - now) * ahead))
+        else:
+            # Taken from the storage: planned as the process that fetched it
+            # planned it (the same floor, from when it was obtained), then a
+            # little later, never earlier. That process renews it first and
+            # the others find the new token stored when their turn comes: a
+            # fleet renews as often as one process, and no two race for it.
+            refresh_at = max(refresh_at, issued + min(_MIN_REUSE, (stale_at - issued) * ahead))
+            if jitter and self.refresh_jitter:
+                room = max(stale_at - refresh_at, 0.0) / 2
+                later = random.random() * self.refresh_jitter * lifetime  # noqa: S311 - not crypto
+                refresh_at += min(later, room)
         return min(refresh_at, stale_at), stale_at
 
     def _adopt(self, token: Token, *, fetched: bool) -> Token:
@@ -741,6 +953,7 @@ class TokenManager:
             while len(handed) > _HANDED_KEPT:
                 del handed[next(iter(handed))]
             self._failure = None
+            self._outages = 0
             if not fetched:
                 self._counts.storage_hits += 1
         if not fetched:
@@ -762,7 +975,31 @@ class TokenManager:
             ttl = token.expires_at - self._clock()
             if ttl <= 0:
                 return
+            ttl = min(ttl, _MAX_STORE_TTL)  # a custom provider's 1e300 is no TTL a backend takes
         guard.save(token, ttl, wait=wait)
+
+
+def _check_header_safe(token: Token, provider: object) -> None:
+    """Refuse a token that cannot go into an ``Authorization`` header as it is.
+
+    Any provider's token passes here, custom ones and callables included: a
+    CR or LF would let the token's source add headers (or a whole request) to
+    every API request, and a NUL or other control byte is refused by servers
+    or cut short by them. The message names the field, never its value.
+
+    Raises:
+        InvalidTokenResponse: the access token or token type is not a non-empty
+            string of visible ASCII characters.
+    """
+    for field, value in (("access_token", token.access_token), ("token_type", token.token_type)):
+        if not isinstance(value, str) or not _header_safe(value):
+            kind = type(value).__name__ if not isinstance(value, str) else "string"
+            raise InvalidTokenResponse(
+                f"{provider!r} returned a token whose {field} cannot go into an HTTP "
+                f"header: it must be a non-empty string of visible ASCII characters "
+                f"(no CR, LF, NUL, other control characters or spaces); got a {kind}"
+                + (f" of {len(value)} characters" if isinstance(value, str) else "")
+            )
 
 
 def _check_number(

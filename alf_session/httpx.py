@@ -26,7 +26,7 @@ the token endpoint, the shared storage or another thread's fetch.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Generator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -124,6 +124,13 @@ class TokenAuth(httpx.Auth):
             ``"localhost:8080"`` with a port) the token may be sent to.
             ``None``: every host.
 
+    Redirects are httpx's to follow: it drops the header on a change of
+    origin, but keeps it from ``http://host`` to ``https://host`` (port 80 to
+    443) without asking the auth. :class:`TokenClient` and
+    :class:`AsyncTokenClient` add a request hook that holds ``token_hosts``
+    on that hop too; with ``TokenAuth`` on a client of your own, name the host
+    without a port (or both ports) if it redirects so.
+
     Thread-safety: holds no state of its own per request; safe to share.
 
     .. versionadded:: 0.2
@@ -197,6 +204,41 @@ def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``kwargs`` as (manager options, httpx options)."""
     manager_options = {k: v for k, v in kwargs.items() if k in _MANAGER_OPTIONS}
     return manager_options, {k: v for k, v in kwargs.items() if k not in _MANAGER_OPTIONS}
+
+
+def _hop_guard(auth: TokenAuth) -> Callable[[httpx.Request], None]:
+    """A request hook that takes our token off a redirect hop ``token_hosts`` forbids.
+
+    httpx keeps the ``Authorization`` header on a redirect from ``http`` to
+    ``https`` on the same host (its ``_is_https_redirect``), port 80 to 443,
+    without asking the auth: a ``token_hosts`` entry with a port would not
+    hold there. httpx runs request hooks for every hop, after the auth flow.
+    """
+    flow = auth._flow
+    source = flow.source
+
+    def guard(request: httpx.Request) -> None:
+        header = request.headers.get("authorization")
+        if header is not None and not flow.allowed(request):
+            if source._token_for_header(header) is not None:
+                del request.headers["authorization"]
+
+    return guard
+
+
+def _with_hop_guard(auth: TokenAuth, kwargs: dict[str, Any], *, is_async: bool) -> None:
+    if auth.token_hosts is None:
+        return  # every host may have it: nothing to guard, nothing to pay
+    guard = _hop_guard(auth)
+    hook: Callable[[httpx.Request], Any] = guard
+    if is_async:
+
+        async def hook(request: httpx.Request) -> None:
+            guard(request)
+
+    hooks = dict(kwargs.get("event_hooks") or {})
+    hooks["request"] = [hook, *hooks.get("request", [])]
+    kwargs["event_hooks"] = hooks
 
 
 def _token_auth(owner: str, kwargs: dict[str, Any], **credentials: Any) -> TokenAuth:
@@ -283,6 +325,7 @@ class TokenClient(httpx.Client):
             extra_params=extra_params,
             allow_insecure_http=allow_insecure_http,
         )
+        _with_hop_guard(auth, kwargs, is_async=False)
         super().__init__(auth=auth, **kwargs)
         self.token_auth = auth
 
@@ -346,6 +389,7 @@ class AsyncTokenClient(httpx.AsyncClient):
             extra_params=extra_params,
             allow_insecure_http=allow_insecure_http,
         )
+        _with_hop_guard(auth, kwargs, is_async=True)
         super().__init__(auth=auth, **kwargs)
         self.token_auth = auth
 

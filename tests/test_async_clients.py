@@ -725,3 +725,47 @@ async def test_aiohttp_token_errors_stay_typed_and_are_client_errors_too(
     assert type(copy) is InvalidClient and str(copy) == str(error)
     assert "wrong-secret-1f0d" not in str(error) + repr(error)
     assert api_server.calls == 0
+
+
+# -- httpx keeps the header on an http -> https redirect to the same host ---------------
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_httpx_clients_keep_token_hosts_on_an_https_upgrade_redirect(kind: str) -> None:
+    """httpx carries Authorization from http://host to https://host without asking the
+    auth; a token_hosts entry with a port must still hold on that hop."""
+    from alf_session.testing import StaticTokenProvider
+
+    seen: list[tuple[str, str | None]] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append((str(request.url), request.headers.get("authorization")))
+        if request.url.scheme == "http":
+            return httpx.Response(302, headers={"Location": "https://api.example.com/next"})
+        return httpx.Response(200)
+
+    manager = TokenManager(StaticTokenProvider("t"))
+    options: dict[str, Any] = {
+        "token_manager": manager,
+        "token_hosts": ["api.example.com:80"],
+        "transport": httpx.MockTransport(handle),
+        "follow_redirects": True,
+        "event_hooks": {"request": []},  # the caller's own hooks are kept
+    }
+    if kind == "sync":
+        with TokenClient(**options) as client:
+            client.get("http://api.example.com/start")
+    else:
+        async with AsyncTokenClient(**options) as client:
+            await client.get("http://api.example.com/start")
+    assert seen == [
+        ("http://api.example.com/start", "Bearer t"),
+        ("https://api.example.com/next", None),
+    ]
+    # With every host allowed there is nothing to guard: the header goes on.
+    seen.clear()
+    async with AsyncTokenClient(
+        token_manager=manager, transport=httpx.MockTransport(handle), follow_redirects=True
+    ) as client:
+        await client.get("http://api.example.com/start")
+    assert [header for _, header in seen] == ["Bearer t", "Bearer t"]

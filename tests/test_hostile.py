@@ -564,3 +564,34 @@ class TestKeywordTypos:
             BearerAuth(manager, token_host=["x"])  # type: ignore[call-arg]
         with pytest.raises(TypeError, match="TokenAdapter"):
             TokenAdapter(manager, token_host=["x"])  # type: ignore[call-arg]
+
+
+class TestUpgradeRedirect:
+    def test_https_upgrade_keeps_the_token_only_where_token_hosts_allows(
+        self, make_manager: Maker
+    ) -> None:
+        # requests keeps the header on an http -> https redirect to the same
+        # host; the token is dropped there when token_hosts names port 80 only.
+        manager = make_manager()
+        for hosts, kept in ((["api.example"], True), (["api.example:80"], False)):
+            with TokenSession(token_manager=manager, token_hosts=hosts) as session:
+                first = session.prepare_request(requests.Request("GET", "http://api.example/x"))
+                response = requests.Response()
+                response.request = first
+                response.status_code = 302
+                hop = first.copy()
+                hop.url = "https://api.example/x"
+                session.rebuild_auth(hop, response)
+                expected = manager.get_token().header_value if kept else None
+                assert hop.headers.get("Authorization") == expected
+
+
+def test_adapter_pickles_with_its_manager_and_hosts(token_server: TokenServer) -> None:
+    import pickle
+
+    manager = TokenManager(ClientCredentials(token_server.token_url, CLIENT_ID, CLIENT_SECRET))
+    adapter = TokenAdapter(manager, token_hosts=["Bücher.example"], pool_maxsize=3)
+    again = pickle.loads(pickle.dumps(adapter))  # noqa: S301 - our own data
+    assert again.token_hosts == {"xn--bcher-kva.example"}
+    assert again.manager.get_token() == adapter.manager.get_token()
+    assert again._pool_maxsize == 3

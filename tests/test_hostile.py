@@ -591,6 +591,7 @@ def test_adapter_pickles_with_its_manager_and_hosts(token_server: TokenServer) -
 
     manager = TokenManager(ClientCredentials(token_server.token_url, CLIENT_ID, CLIENT_SECRET))
     adapter = TokenAdapter(manager, token_hosts=["Bücher.example"], pool_maxsize=3)
+    manager.get_token()  # the cached token travels with it
     again = pickle.loads(pickle.dumps(adapter))  # noqa: S301 - our own data
     assert again.token_hosts == {"xn--bcher-kva.example"}
     assert again.manager.get_token() == adapter.manager.get_token()

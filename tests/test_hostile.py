@@ -381,16 +381,6 @@ class TestAuthorizationNone:
         assert api_server.seen == [None, manager.get_token().header_value]
         assert response.history == []  # our token was not sent: not ours to retry
 
-    def test_none_on_the_session_means_no_token_from_it(
-        self, make_manager: Maker, token_server: TokenServer, api_server: APIServer
-    ) -> None:
-        with TokenSession(token_manager=make_manager()) as session:
-            session.headers["Authorization"] = None  # type: ignore[assignment]  # requests allows it
-            session.get(f"{api_server.base_url}/x", timeout=10)
-            session.get(f"{api_server.base_url}/x", headers={"Authorization": "Bearer mine"})
-        assert api_server.seen == [None, "Bearer mine"]
-        assert token_server.count == 0
-
 
 # -- what a provider returns ------------------------------------------------------------------
 

@@ -507,6 +507,8 @@ class TokenManager:
 
         .. versionadded:: 0.2
         """
+        # The lines of get_token's hot path, not a call to a shared helper:
+        # that call would cost every synchronous request too.
         entry = self._entry
         if entry is not None:
             now = self._clock()

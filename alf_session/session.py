@@ -109,69 +109,23 @@ class TokenSession(requests.Session):
         allow_insecure_http: bool = False,
         **manager_options: Unpack[ManagerOptions],
     ) -> None:
-        if manager_options:
-            check_options(type(self).__name__, manager_options)
         super().__init__()
-        if token_manager is not None:
-            given = [
-                name
-                for name, value in (
-                    ("token_endpoint", token_endpoint),
-                    ("client_id", client_id),
-                    ("client_secret", client_secret),
-                    ("scope", scope),
-                    ("audience", audience),
-                    ("token_storage", token_storage),
-                    ("token_retry", token_retry),
-                    ("extra_params", extra_params),
-                )
-                if value is not None
-            ]
-            # Options with a default count as given when they differ from it:
-            # silently ignoring them would leave the user believing they apply.
-            given += [
-                name
-                for name, value, default in (
-                    ("token_timeout", token_timeout, 10),
-                    ("auth_method", auth_method, "client_secret_basic"),
-                    ("allow_insecure_http", allow_insecure_http, False),
-                )
-                if value != default
-            ]
-            if given or manager_options:
-                raise ConfigurationError(
-                    "pass either token_manager or the credentials, not both; "
-                    f"got token_manager and {', '.join(given + list(manager_options))}"
-                )
-            if not isinstance(token_manager, TokenManager):
-                raise ConfigurationError(
-                    f"token_manager must be a TokenManager, not {type(token_manager).__name__}"
-                )
-            manager = token_manager
-        else:
-            missing = [
-                name
-                for name, value in (("token_endpoint", token_endpoint), ("client_id", client_id))
-                if value is None
-            ]
-            if missing:
-                raise ConfigurationError(
-                    f"TokenSession needs {' and '.join(missing)} (with client_secret), "
-                    "or token_manager=TokenManager(...)"
-                )
-            provider = ClientCredentials(
-                token_endpoint,  # type: ignore[arg-type]  # checked above
-                client_id,  # type: ignore[arg-type]
-                client_secret,
-                scope=scope,
-                audience=audience,
-                auth_method=auth_method,
-                extra_params=extra_params,
-                retry=token_retry,
-                timeout=token_timeout,
-                allow_insecure_http=allow_insecure_http,
-            )
-            manager = TokenManager(provider, token_storage, **manager_options)
+        manager = manager_from_credentials(
+            type(self).__name__,
+            token_endpoint,
+            client_id,
+            client_secret,
+            scope=scope,
+            audience=audience,
+            token_storage=token_storage,
+            token_retry=token_retry,
+            token_timeout=token_timeout,
+            auth_method=auth_method,
+            token_manager=token_manager,
+            extra_params=extra_params,
+            allow_insecure_http=allow_insecure_http,
+            manager_options=manager_options,
+        )
         self._flow = _flow.requests_flow(manager, _flow.normalize_hosts(token_hosts))
 
     @property
@@ -313,6 +267,97 @@ class TokenSession(requests.Session):
         base: Any = super()  # not declared in types-requests
         base.__setstate__(state)
         self._flow = _flow.requests_flow(manager, _flow.normalize_hosts(hosts))
+
+
+def manager_from_credentials(
+    owner: str,
+    token_endpoint: str | None,
+    client_id: str | None,
+    client_secret: str | None,
+    *,
+    scope: Scope,
+    audience: str | None,
+    token_storage: TokenStorage | KeyValueStore | str | None,
+    token_retry: Retry | int | None,
+    token_timeout: Timeout,
+    auth_method: str,
+    token_manager: TokenManager | None,
+    extra_params: Mapping[str, str] | None,
+    allow_insecure_http: bool,
+    manager_options: Mapping[str, Any],
+) -> TokenManager:
+    """The manager for :class:`TokenSession`'s credential keywords (or its ``token_manager``).
+
+    Shared by every front door that takes those keywords (``TokenSession``,
+    ``alf_session.httpx.TokenClient`` and ``AsyncTokenClient``), so that they
+    take the same ones and check them alike. ``owner`` names the class in errors.
+
+    Raises:
+        ConfigurationError: the arguments don't describe one credential.
+    """
+    if manager_options:
+        check_options(owner, manager_options)
+    if token_manager is not None:
+        given = [
+            name
+            for name, value in (
+                ("token_endpoint", token_endpoint),
+                ("client_id", client_id),
+                ("client_secret", client_secret),
+                ("scope", scope),
+                ("audience", audience),
+                ("token_storage", token_storage),
+                ("token_retry", token_retry),
+                ("extra_params", extra_params),
+            )
+            if value is not None
+        ]
+        # Options with a default count as given when they differ from it:
+        # silently ignoring them would leave the user believing they apply.
+        given += [
+            name
+            for name, value, default in (
+                ("token_timeout", token_timeout, 10),
+                ("auth_method", auth_method, "client_secret_basic"),
+                ("allow_insecure_http", allow_insecure_http, False),
+            )
+            if value != default
+        ]
+        if given or manager_options:
+            raise ConfigurationError(
+                "pass either token_manager or the credentials, not both; "
+                f"got token_manager and {', '.join(given + list(manager_options))}"
+            )
+        if not isinstance(token_manager, TokenManager):
+            raise ConfigurationError(
+                f"token_manager must be a TokenManager, not {type(token_manager).__name__}"
+            )
+        manager = token_manager
+    else:
+        missing = [
+            name
+            for name, value in (("token_endpoint", token_endpoint), ("client_id", client_id))
+            if value is None
+        ]
+        if missing:
+            raise ConfigurationError(
+                f"{owner} needs {' and '.join(missing)} (with client_secret), "
+                "or token_manager=TokenManager(...)"
+            )
+        provider = ClientCredentials(
+            token_endpoint,  # type: ignore[arg-type]  # checked above
+            client_id,  # type: ignore[arg-type]
+            client_secret,
+            scope=scope,
+            audience=audience,
+            auth_method=auth_method,
+            extra_params=extra_params,
+            retry=token_retry,
+            timeout=token_timeout,
+            allow_insecure_http=allow_insecure_http,
+        )
+        manager = TokenManager(provider, token_storage, **manager_options)
+    return manager
 
 
 class _RetryHook:

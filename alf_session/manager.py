@@ -76,6 +76,13 @@ log = logging.getLogger(__name__)
 
 _INF = math.inf
 
+# The jitter of refresh points, from the OS's generator: it shares no state
+# with the random module's, which the application may seed or watch (a seeded
+# simulation; hypothesis fails a test whose strategies see that state move
+# while one of our background threads draws), and, unlike a Random() of our
+# own, it leaves no state for forked children to repeat alike.
+_JITTER = random.SystemRandom()
+
 # A freshly fetched token is reused for at least this long, even if the server
 # (or a skewed clock) says it is already expiring: no tight fetch loop, ever.
 _MIN_REUSE = 1.0
@@ -895,7 +902,7 @@ class TokenManager:
         if fetched:
             if jitter and self.refresh_jitter:
                 # Processes that each fetch their own token drift apart.
-                refresh_at -= random.random() * self.refresh_jitter * lifetime  # noqa: S311 - not crypto
+                refresh_at -= _JITTER.random() * self.refresh_jitter * lifetime
             # A token just fetched is not renewed at once, even if it says it
             # was issued long ago: that would be a second request for nothing.
             # But it still gets a background window before it goes stale: a
@@ -911,7 +918,7 @@ class TokenManager:
             refresh_at = max(refresh_at, issued + min(_MIN_REUSE, (stale_at - issued) * ahead))
             if jitter and self.refresh_jitter:
                 room = max(stale_at - refresh_at, 0.0) / 2
-                later = random.random() * self.refresh_jitter * lifetime  # noqa: S311 - not crypto
+                later = _JITTER.random() * self.refresh_jitter * lifetime
                 refresh_at += min(later, room)
         return min(refresh_at, stale_at), stale_at
 

@@ -217,7 +217,17 @@ class TokenMiddleware:
 
 
 async def _drain(response: ClientResponse) -> None:
-    """Read and release a 401 we replace, so its connection goes back to the pool."""
+    """Let go of a 401 we replace.
+
+    Its body is read (and the connection goes back to the pool) only when
+    its ``Content-Length`` says it is small; any other is closed unread: a
+    hostile API can answer 401 with an endless body, which aiohttp alone
+    would never read unasked.
+    """
+    length = response.content_length
+    if length is None or length > _flow._DRAIN_LIMIT:
+        response.close()
+        return
     try:
         await response.read()
     except Exception:  # noqa: BLE001, S110 - a broken 401 body must not stop the retry

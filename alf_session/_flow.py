@@ -632,7 +632,9 @@ def drain(response: Response) -> None:
     with an endless body, which plain requests would hand back at once with
     ``stream=True``; closing drops the connection instead.
     """
-    if not response._content_consumed:  # type: ignore[attr-defined]  # private in requests
+    # Private in requests (and undeclared in types-requests): read it as Any.
+    consumed: Any = getattr(response, "_content_consumed", False)
+    if not consumed:
         length = response.headers.get("Content-Length", "")
         if length.isdigit() and int(length) <= _DRAIN_LIMIT:
             try:

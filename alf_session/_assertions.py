@@ -47,11 +47,13 @@ class CredentialSource:
     Thread-safe. The value never appears in a repr or a message.
     """
 
-    __slots__ = ("_call", "kind", "name", "path")
+    __slots__ = ("_call", "kind", "name", "path", "target")
 
     def __init__(self, value: object, *, name: str, managers: bool = False) -> None:
         self.name = name
         self.path: Path | None = None
+        #: The TokenManager or callable the value comes from, else ``None``.
+        self.target: Any = None
         if isinstance(value, os.PathLike):
             self.kind = "file"
             self.path = Path(value)
@@ -75,11 +77,11 @@ class CredentialSource:
                 )
         elif managers and callable(getattr(value, "get_token", None)):
             self.kind = "manager"
-            manager = value
+            manager = self.target = value
             self._call = lambda: _from_manager(manager)
         elif callable(value):
             self.kind = "callable"
-            func = value
+            func = self.target = value
             self._call = lambda: self._from_callable(func)
         else:
             accepted = "a JWT string, a path or a callable"
@@ -90,6 +92,22 @@ class CredentialSource:
     def __repr__(self) -> str:
         where = f" {str(self.path)!r}" if self.path is not None else ""
         return f"<{self.name} from a {self.kind}{where}>"
+
+    def identity(self) -> str:
+        """Names the source for a storage key, never by its value: a file by its
+        path, a manager by its credential's key, a callable by its qualified
+        name, a fixed string by a (one-way) hash of it."""
+        if self.kind == "file":
+            return f"file:{self.path}"
+        if self.kind == "manager":
+            provider = getattr(self.target, "provider", None)
+            return f"manager:{getattr(provider, 'cache_key', None) or type(provider).__name__}"
+        if self.kind == "callable":
+            module = getattr(self.target, "__module__", "")
+            return f"callable:{module}.{getattr(self.target, '__qualname__', '?')}"
+        import hashlib
+
+        return "string:" + hashlib.sha256(self._call().encode()).hexdigest()[:32]
 
     def get(self) -> str:
         """The credential now.

@@ -8,9 +8,11 @@ from the token machinery (no bare ``KeyError``, ``ValueError`` or
     ├── ConfigurationError          bad arguments (also a ValueError)
     │   └── InsecureTransportError  token endpoint neither https:// nor loopback http://
     ├── TokenRequestError           the token endpoint could not be reached (connect, timeout)
+    │   └── TokenRequestTimeout     ... or did not finish answering within token_timeout
     ├── TokenHTTPError              the token endpoint answered with a non-OAuth HTTP error
     ├── InvalidTokenResponse        a 2xx answer that is not a usable token
-    ├── TokenTimeout                waited too long for another thread's or process's fetch
+    ├── TokenTimeout                waited too long: for another fetch, or (TokenRequestTimeout)
+    │                               for the token endpoint
     ├── CredentialSourceError       a ready-made assertion or subject token could not be read
     ├── DiscoveryError              the issuer's metadata could not be fetched or is wrong
     └── OAuthError                  RFC 6749 §5.2 error: .error, .error_description, .error_uri
@@ -21,18 +23,24 @@ from the token machinery (no bare ``KeyError``, ``ValueError`` or
         ├── UnsupportedGrantType
         └── InvalidScope
 
+Every one of them is also a :class:`requests.RequestException` (an
+``OSError``), so code that catches the latter around ``session.get`` keeps
+working; ``.response`` (and requests' ``.request``) keep their meaning.
+
 Messages say what went wrong and what to do about it. They never contain a
 client secret, password, access token or refresh token: response bodies are
-quoted only in part, with any secret the provider knows replaced by ``***``.
+quoted only in part, with any secret the provider knows replaced by ``***``
+(in its raw, form-encoded, percent-encoded and HTTP Basic spellings). The
+token request reachable from an error (``exc.request``,
+``exc.response.request`` and those of the chained requests exceptions) has
+its ``Authorization`` header and its secret form fields replaced by ``***``.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import requests
+import requests
 
 __all__ = [
     "ConfigurationError",
@@ -48,33 +56,51 @@ __all__ = [
     "TokenError",
     "TokenHTTPError",
     "TokenRequestError",
+    "TokenRequestTimeout",
     "TokenTimeout",
     "UnauthorizedClient",
     "UnsupportedGrantType",
 ]
 
 
-class TokenError(Exception):
+class TokenError(requests.RequestException):
     """A token could not be obtained.
 
     Attributes:
         response: The token endpoint's :class:`requests.Response`, when there
-            was one.
+            was one (its ``request`` has the credentials replaced by ``***``).
+        request: The token request (credentials replaced by ``***``), when
+            there was a response, as in :class:`requests.RequestException`.
+        remembered_until: Set on a failure that a
+            :class:`~alf_session.TokenManager` raises again from memory
+            without a new token request: until when (UNIX seconds, the
+            manager's clock) it does so. ``None`` on a fresh failure.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       Also a :class:`requests.RequestException`; ``remembered_until``.
     """
 
-    def __init__(self, message: str = "", *, response: requests.Response | None = None) -> None:
-        super().__init__(message)
-        self.response = response
+    remembered_until: float | None = None
 
-    def _clone(self) -> TokenError:
+    def __init__(self, message: str = "", *, response: requests.Response | None = None) -> None:
+        super().__init__(message, response=response)
+
+    def __str__(self) -> str:
+        # OSError's own __str__ would show "[Errno …]" forms for two-argument
+        # errors; ours always carry one message.
+        return str(self.args[0]) if self.args else ""
+
+    def _clone(self, message: str | None = None) -> TokenError:
         """A fresh copy to raise again, without this one's traceback.
 
         Failures are shared by every thread waiting for the same fetch; raising
         one instance from many threads would keep growing its traceback.
+        ``message`` replaces the copy's message.
         """
         clone = copy.copy(self)
+        if message is not None:
+            clone.args = (message,)
         clone.__traceback__ = None
         clone.__cause__ = self.__cause__
         return clone
@@ -96,6 +122,27 @@ class TokenRequestError(TokenError):
     """The token endpoint could not be reached or did not answer in time."""
 
 
+class TokenTimeout(TokenError):
+    """Waited too long for a token.
+
+    Raised as such when another thread's or process's fetch took longer than
+    the manager's ``max_wait``; see :class:`TokenRequestTimeout` for the
+    token endpoint itself.
+    """
+
+
+class TokenRequestTimeout(TokenRequestError, TokenTimeout, requests.Timeout):
+    """The token endpoint did not finish its answer within ``token_timeout``.
+
+    The whole token request (connecting, sending, the status line, headers
+    and body, and any retries with their pauses) is bounded: a server that
+    trickles its answer a byte at a time is cut off, and the connection closed.
+    Also a :class:`requests.Timeout`.
+
+    .. versionadded:: 0.2
+    """
+
+
 class TokenHTTPError(TokenError):
     """The token endpoint answered with an HTTP error that is not an OAuth error."""
 
@@ -107,10 +154,6 @@ class TokenHTTPError(TokenError):
 
 class InvalidTokenResponse(TokenError):
     """The token endpoint answered 2xx with something that is not a usable token."""
-
-
-class TokenTimeout(TokenError):
-    """Gave up waiting for a token that another thread or process was fetching."""
 
 
 class CredentialSourceError(TokenError):

@@ -11,8 +11,12 @@ How it decides, per call of :meth:`TokenManager.get_token`:
    whoever gets it first reads the shared storage, takes the storage's lock
    (other processes wait and read what it stores), fetches, stores. The
    others find the token in memory when they get the lock. A failure is
-   remembered for ``failure_ttl`` seconds and raised again to every caller in
-   that time, so that bad credentials never hammer the identity provider.
+   remembered and raised again to every caller meanwhile, so that bad
+   credentials never hammer the identity provider: a refusal (bad client,
+   grant or scope) for ``failure_ttl`` seconds; an outage (5xx, 429,
+   ``temporarily_unavailable``, no connection, a timeout) for the server's
+   ``Retry-After``, else for 1 s, then 2, 4, … up to ``failure_ttl`` while it
+   lasts. A token obtained ends the memory and the backoff.
 
 Storage calls are bounded in time and never fail a request: on a fault the
 manager counts it, warns once per interval, skips the storage for a few
@@ -33,7 +37,14 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
 from . import _fork
-from .errors import ConfigurationError, InvalidTokenResponse, OAuthError, TokenError, TokenTimeout
+from .errors import (
+    ConfigurationError,
+    InvalidTokenResponse,
+    OAuthError,
+    TokenError,
+    TokenHTTPError,
+    TokenTimeout,
+)
 from .providers import _wrap_error, as_provider
 from .storage import TokenStorage, as_storage
 from .token import Token
@@ -50,6 +61,8 @@ _INF = math.inf
 _MIN_REUSE = 1.0
 # A storage fault, or garbage under our key, is logged at most this often.
 _WARN_INTERVAL = 60.0
+# Longest TTL given to the storage (ten years).
+_MAX_STORE_TTL = 10 * 365 * 24 * 3600.0
 # How many of its latest tokens a manager recognises in a 401's request: a
 # request may be answered after a token or two more have been adopted.
 _HANDED_KEPT = 8
@@ -86,12 +99,66 @@ class _Entry:
         self.stale_at = stale_at
 
 
-class _Failure:
-    __slots__ = ("error", "until")
+# -- failure memory ----------------------------------------------------------------
 
-    def __init__(self, error: TokenError, until: float) -> None:
+# An outage is first remembered this long, then twice as long at each further
+# failure in a row (capped at failure_ttl).
+_BACKOFF_START = 1.0
+# A server's Retry-After is honoured up to this (or failure_ttl, if longer).
+_MAX_RETRY_AFTER = 60.0
+# RFC 6749 §4.1.2.1 codes that say "later", not "no".
+_TRANSIENT_CODES = frozenset({"temporarily_unavailable", "server_error"})
+
+
+class _Failure:
+    """A failed fetch, raised again without a token request until ``until``."""
+
+    __slots__ = ("at", "error", "until")
+
+    def __init__(self, error: TokenError, at: float, until: float) -> None:
         self.error = error
+        self.at = at
         self.until = until
+
+    def again(self, now: float) -> TokenError:
+        """A copy of the error that says it is remembered, and until when."""
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.until))
+        clone = self.error._clone(
+            f"{self.error} [remembered from a token request {max(now - self.at, 0):.0f}s "
+            f"ago; no new token request until {when} UTC, in {self.until - now:.1f}s]"
+        )
+        clone.remembered_until = self.until
+        return clone
+
+
+def _is_transient(exc: TokenError) -> bool:
+    """Whether ``exc`` says "try later" (an outage) rather than "no" (a refusal)."""
+    response = exc.response
+    status = response.status_code if response is not None else None
+    if status is not None and (status >= 500 or status in (408, 429)):
+        return True
+    if isinstance(exc, OAuthError):
+        return exc.error in _TRANSIENT_CODES
+    if isinstance(exc, (ConfigurationError, InvalidTokenResponse, TokenHTTPError)):
+        return False  # a wrong URL, a 4xx, a broken answer: the same next time
+    return True  # no connection, a timeout, a custom provider's failure
+
+
+def _retry_after(exc: TokenError, now: float) -> float | None:
+    """Seconds the server asked to wait (``Retry-After``, seconds or a date)."""
+    response = exc.response
+    value = response.headers.get("Retry-After") if response is not None else None
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        from email.utils import parsedate_to_datetime
+
+        return max(parsedate_to_datetime(value).timestamp() - now, 0.0)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 class _StorageFault(Exception):
@@ -114,8 +181,13 @@ class TokenManager:
             renewed in the background; ``None`` renews only once it expires.
         refresh_jitter: Up to this fraction of the lifetime is taken off the
             refresh point at random, so processes don't all refresh at once.
-        failure_ttl: Seconds a failed fetch is remembered and raised again to
-            every caller without a new token request.
+        failure_ttl: Seconds a refused fetch (``invalid_client``,
+            ``invalid_grant``, a 4xx, …) is remembered and raised again to
+            every caller without a new token request. An outage (5xx, 429,
+            ``temporarily_unavailable``, no connection, a timeout) is
+            remembered for the server's ``Retry-After`` (up to a minute, or
+            ``failure_ttl`` if longer), else for 1 s, 2 s, 4 s, … up to
+            ``failure_ttl`` while it lasts. 0 remembers nothing.
         max_wait: Longest a caller waits for another thread's fetch.
         lock_ttl: How long the storage's fetch lock lives: if its holder dies,
             another process takes over after this.
@@ -207,6 +279,7 @@ class TokenManager:
 
         self._entry: _Entry | None = None
         self._failure: _Failure | None = None
+        self._outages = 0  # transient failures in a row, for the backoff
         self._rejected: str | None = None  # access token an API refused (401)
         # The last tokens handed out, by header value: a 401 names the token it
         # refused by the header the request carried (see _token_for_header).
@@ -400,14 +473,31 @@ class TokenManager:
                 return entry.token
             failure = self._failure
             if failure is not None and now < failure.until:
-                raise failure.error._clone()
+                raise failure.again(now)
             try:
                 return self._obtain(entry.token if entry else None, background=False)
             except TokenError as exc:
-                self._failure = _Failure(exc, self._clock() + self.failure_ttl)
+                self._remember(exc)
                 raise
         finally:
             self._flight.release()
+
+    def _remember(self, exc: TokenError) -> None:
+        """Keep ``exc`` to raise again (see the module docstring for how long)."""
+        now = self._clock()
+        if self.failure_ttl <= 0:
+            return
+        if not _is_transient(exc):
+            hold = self.failure_ttl
+        else:
+            self._outages += 1
+            after = _retry_after(exc, now)
+            if after is not None:
+                hold = min(after, max(self.failure_ttl, _MAX_RETRY_AFTER))
+            else:
+                hold = min(_BACKOFF_START * 2 ** min(self._outages - 1, 30), self.failure_ttl)
+        if hold > 0:
+            self._failure = _Failure(exc, now, now + hold)
 
     def _refresh_in_background(self, entry: _Entry) -> None:
         with self._mutex:
@@ -619,6 +709,7 @@ class TokenManager:
             while len(handed) > _HANDED_KEPT:
                 del handed[next(iter(handed))]
             self._failure = None
+            self._outages = 0
             if not fetched:
                 self._counts[5] += 1
         if not fetched:
@@ -669,6 +760,7 @@ class TokenManager:
             ttl = token.expires_at - self._clock()
             if ttl <= 0:
                 return
+            ttl = min(ttl, _MAX_STORE_TTL)  # a custom provider's 1e300 is no TTL a backend takes
         value = json.dumps(token.to_dict(), separators=(",", ":"))
         self._storage_call(lambda: storage.save(key, value, ttl))
 

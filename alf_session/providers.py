@@ -18,15 +18,21 @@ import ipaddress
 import json
 import logging
 import re
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-from urllib.parse import parse_qsl, quote_plus, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import NewConnectionError
+from requests.structures import CaseInsensitiveDict
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ResponseError
 from urllib3.exceptions import TimeoutError as _Urllib3Timeout
+from urllib3.util import parse_url
 from urllib3.util.retry import Retry
 
 from .errors import (
@@ -38,6 +44,7 @@ from .errors import (
     TokenError,
     TokenHTTPError,
     TokenRequestError,
+    TokenRequestTimeout,
 )
 from .token import Token
 
@@ -65,7 +72,23 @@ Timeout = float | tuple[float, float]
 _MAX_BODY = 1024 * 1024
 # How much of an error body a message may quote.
 _QUOTE = 200
-_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+# RFC 8414 names of the client authentication methods; "none" is a public
+# client (its client_id in the form, no secret).
+_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
+_NEEDS_SECRET = ("client_secret_basic", "client_secret_post")
+# Form fields of a token request whose values are credentials: replaced by
+# "***" in the request objects an error carries.
+_SECRET_FIELDS = frozenset(
+    {
+        "client_secret",
+        "password",
+        "refresh_token",
+        "client_assertion",
+        "assertion",
+        "subject_token",
+        "actor_token",
+    }
+)
 
 
 @runtime_checkable
@@ -135,6 +158,31 @@ class _BoundedRetry(Retry):
         after = super().get_retry_after(response)
         return None if after is None else min(after, _MAX_WAIT)
 
+    def increment(  # type: ignore[override]  # urllib3 1.26 and 2.x differ in annotations
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> Retry:
+        new = super().increment(method, url, response, error, _pool, _stacktrace)
+        call = _Call.current()
+        if call is not None:
+            # A retry whose pause would run past the whole request's budget
+            # (token_timeout) is not made: the caller gets the last answer
+            # (say, the 503 and its body) rather than a timeout.
+            pause = new.get_backoff_time()
+            if response is not None and new.respect_retry_after_header:
+                pause = max(pause, new.get_retry_after(response) or 0.0)
+            if pause >= call.remaining():
+                reason = error or ResponseError(
+                    f"no time left in token_timeout for a retry after {pause:g}s"
+                )
+                raise MaxRetryError(_pool, url or "", reason)
+        return new
+
 
 def _coerce_retry(retry: Retry | int | None) -> Retry:
     if retry is None:
@@ -155,7 +203,18 @@ def _coerce_retry(retry: Retry | int | None) -> Retry:
     # effect that a second token would harm.
     if retry.allowed_methods is not None and "POST" not in retry.allowed_methods:
         changes["allowed_methods"] = frozenset(retry.allowed_methods) | {"POST"}
-    return retry.new(**changes)
+    new = retry.new(**changes)
+    if type(new) is Retry:
+        # A plain Retry becomes a bounded one (same state, no fields added):
+        # its Retry-After waits are capped and it gives up on a retry that
+        # token_timeout leaves no time for. A user's own subclass is kept.
+        new.__class__ = _BoundedRetry
+    return new
+
+
+def _budget(timeout: Timeout) -> float:
+    """The bound of a whole token request: ``timeout``, or connect + read."""
+    return float(sum(timeout)) if isinstance(timeout, tuple) else float(timeout)
 
 
 def _check_timeout(timeout: Timeout) -> Timeout:
@@ -170,11 +229,67 @@ def _check_timeout(timeout: Timeout) -> Timeout:
     return timeout
 
 
+# -- where the token request may go -------------------------------------------------
+#
+# The rule: https://, or http:// to a loopback host. The URL is judged as
+# requests and urllib3 will read it (not as urllib.parse would: the two differ
+# on backslashes, whitespace and userinfo), and a plain-http connection is
+# checked once more after it is made, by the address it reached: a name that
+# looks local (``auth.localhost``) but that DNS sends elsewhere gets no byte.
+
+# Whitespace, control characters and backslashes: urllib.parse and urllib3
+# read URLs holding them differently ("http://evil.example\\.localhost/" is
+# evil.example to urllib3); none belongs in a token endpoint.
+_URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f-\x9f\\]")
+
+
+# localhost and its subdomains (RFC 6761 §6.3), in plain DNS labels only.
+_LOCAL_NAME = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)*localhost")
+
+
 def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
+    """Whether ``host`` (as urllib3 reads it: lower-case, IPv6 in brackets)
+    names this machine: ``localhost``, ``*.localhost`` (RFC 6761), or a
+    loopback address literal. Other spellings of an address (``2130706433``,
+    ``127.1``, ``0x7f.0.0.1``) are not judged here: they are refused."""
+    host = host.lower()
+    if _LOCAL_NAME.fullmatch(host):
         return True
+    return _is_loopback_address(host.strip("[]"))
+
+
+def _is_loopback_address(address: str) -> bool:
     try:
-        return ipaddress.ip_address(host).is_loopback
+        ip = ipaddress.ip_address(address.partition("%")[0])  # drop an IPv6 zone
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1
+    return ip.is_loopback
+
+
+def _transport_url(url: str) -> tuple[str, str, str | None]:
+    """``(scheme, host, userinfo)`` of ``url`` as requests and urllib3 connect to it.
+
+    Raises:
+        ConfigurationError: requests cannot send to it.
+    """
+    prepared = requests.PreparedRequest()
+    try:
+        prepared.prepare_url(url, None)
+        parts = parse_url(prepared.url or "")
+    except (requests.RequestException, ValueError) as exc:
+        raise ConfigurationError(
+            f"token_endpoint {url!r} is not a URL requests can send to "
+            f"({type(exc).__name__}); give one such as 'https://idp.example/oauth/token'"
+        ) from None
+    return (parts.scheme or "").lower(), parts.host or "", parts.auth
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether requests would send ``url`` to a loopback host (internal)."""
+    try:
+        return _is_loopback(parse_url(url).host or "")
     except ValueError:
         return False
 
@@ -182,8 +297,15 @@ def _is_loopback(host: str) -> bool:
 def check_endpoint(url: object, *, allow_insecure_http: bool = False) -> str:
     """Validate a token endpoint URL and return it.
 
+    The URL is judged as requests and urllib3 will connect to it. It may not
+    hold whitespace, control characters, backslashes or credentials; a
+    plain-http one must name a loopback host (``localhost``, ``*.localhost``,
+    ``127.0.0.0/8``, ``[::1]``; other spellings of an address are refused),
+    and its connection must then reach a loopback address.
+
     Raises:
-        ConfigurationError: not an absolute http(s) URL.
+        ConfigurationError: not an absolute http(s) URL, or one that parsers
+            could read differently.
         InsecureTransportError: ``http://`` to a host other than loopback,
             without ``allow_insecure_http``.
     """
@@ -193,22 +315,30 @@ def check_endpoint(url: object, *, allow_insecure_http: bool = False) -> str:
             f"not {type(url).__name__ if not isinstance(url, str) else 'an empty string'}"
         )
     url = url.strip()
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname:
+    bad = _URL_FORBIDDEN.search(url)
+    if bad:
+        raise ConfigurationError(
+            f"token_endpoint {url!r} holds {bad.group()!r} at position {bad.start()}: "
+            "whitespace, control characters and backslashes are read differently by "
+            "different URL parsers; percent-encode it, or fix the URL"
+        )
+    scheme, host, userinfo = _transport_url(url)
+    if scheme not in ("http", "https") or not host:
         raise ConfigurationError(
             f"token_endpoint {url!r} is not an absolute http(s) URL; "
             "give one such as 'https://idp.example/oauth/token'"
         )
-    if parts.username or parts.password:
+    if userinfo is not None or "@" in url.partition("://")[2].partition("/")[0]:
         raise ConfigurationError(
-            "token_endpoint must not carry credentials in the URL; pass client_id and client_secret"
+            "token_endpoint must not carry credentials (user@host) in the URL; "
+            "pass client_id and client_secret"
         )
-    if scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+    if scheme == "http" and not allow_insecure_http and not _is_loopback(host):
         raise InsecureTransportError(
-            f"token_endpoint {url!r} uses http:// to a host that is not loopback: the client "
-            "secret would cross the network in clear text. Use https://, or pass "
-            "allow_insecure_http=True if the network is trusted."
+            f"token_endpoint {url!r} uses http:// to {host!r}, which is not a loopback "
+            "host (localhost, 127.0.0.1, [::1]): the client secret would cross the network "
+            "in clear text. Use https://, or pass allow_insecure_http=True if the network "
+            "is trusted."
         )
     return url
 
@@ -289,11 +419,23 @@ class OAuth2Provider:
         self.client_id = _require_str("client_id", client_id)
         if client_secret is not None:
             _require_str("client_secret", client_secret, empty_ok=True)
-        self._client_secret = client_secret
         if auth_method not in _AUTH_METHODS:
             raise ConfigurationError(
                 f"auth_method must be one of {', '.join(_AUTH_METHODS)}, not {auth_method!r}"
             )
+        if auth_method in _NEEDS_SECRET and not client_secret:
+            # Sent without one, the request would only earn an invalid_client.
+            raise ConfigurationError(
+                f"client_secret is {'empty' if client_secret == '' else 'missing'}: "
+                f"auth_method {auth_method!r} authenticates the client with it. Pass "
+                "client_secret=..., or auth_method='none' for a public client"
+            )
+        if auth_method == "none" and client_secret:
+            raise ConfigurationError(
+                "auth_method='none' sends no client secret, yet client_secret was given; "
+                "drop one or the other"
+            )
+        self._client_secret = client_secret or None
         self.auth_method = auth_method
         self.scope = normalize_scope(scope)
         if audience is not None:
@@ -313,6 +455,7 @@ class OAuth2Provider:
         self.verify = verify
         self.cert = cert
         self.proxies = dict(proxies) if proxies else None
+        self.allow_insecure_http = allow_insecure_http
         #: Stamps ``issued_at``/``expires_at`` of the tokens it parses. A
         #: TokenManager given a ``clock`` hands it to a provider left on this default.
         self.clock = clock
@@ -409,14 +552,23 @@ class OAuth2Provider:
         return [s for s in found if s and len(s) >= 3]
 
     def _redact(self, text: str, extra: Iterable[str | None] = ()) -> str:
+        """``text`` with every spelling of a secret replaced by ``***``."""
+        spellings: set[str] = set()
         for secret in self._secrets(extra):
-            for form in {secret, _form_encode(secret)}:
+            spellings.update(_spellings(secret))
+        if self._client_secret:
+            spellings.update(_basic_credentials(self.client_id, self._client_secret))
+        # Longest first: a spelling that contains another is replaced whole.
+        for form in sorted(spellings, key=len, reverse=True):
+            if len(form) >= 3:
                 text = text.replace(form, "***")
         return text
 
     def _new_session(self) -> requests.Session:
         session = requests.Session()
-        adapter = HTTPAdapter(max_retries=self.retry)
+        adapter = _WireAdapter(
+            max_retries=self.retry, plain_http_loopback_only=not self.allow_insecure_http
+        )
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return session
@@ -446,36 +598,18 @@ class OAuth2Provider:
             pair = f"{_form_encode(self.client_id)}:{_form_encode(self._client_secret)}"
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
         secrets = [refresh_token, data.get("password")]
+        prepared = self._session.prepare_request(
+            requests.Request("POST", url, data=data, headers=headers, auth=_no_auth)
+        )
+        # The request object that the response or an error hands out is a
+        # copy with the credentials replaced by "***".
+        safe = _scrubbed(prepared)
         try:
-            response = self._session.post(
-                url,
-                data=data,
-                headers=headers,
-                auth=_no_auth,
-                timeout=self.timeout,
-                allow_redirects=False,
-                stream=True,
-                verify=self.verify,
-                cert=self.cert,
-                proxies=self.proxies,
-            )
-        except requests.RequestException as exc:
-            if _timed_out(exc):
-                raise TokenRequestError(
-                    f"token endpoint {url} did not answer within {self._timeout_text()}; "
-                    "check that it is up, or raise token_timeout"
-                ) from exc
-            reason = self._redact(_root_cause(exc), secrets)
-            raise TokenRequestError(f"could not reach token endpoint {url}: {reason}") from exc
-        try:
-            body = _read_limited(response)
-        except requests.RequestException as exc:
-            raise TokenRequestError(
-                f"token endpoint {url} broke off its answer: {type(exc).__name__}",
-                response=response,
-            ) from exc
-        finally:
-            response.close()
+            response, body = self._exchange(prepared, secrets)
+        except TokenError as exc:
+            _hand_out(exc, prepared, safe)
+            raise
+        response.request = safe
         if body is None:
             raise TokenHTTPError(
                 f"token endpoint {url} answered HTTP {response.status_code} with a body "
@@ -483,6 +617,79 @@ class OAuth2Provider:
                 response=response,
             )
         return self._parse(response, body, secrets)
+
+    def _exchange(
+        self, prepared: requests.PreparedRequest, secrets: list[str | None]
+    ) -> tuple[requests.Response, bytes | None]:
+        """Send the token request and read its answer, all within ``timeout``.
+
+        The exchange (DNS, connecting, sending, every byte of the answer,
+        retries and their pauses) runs in a short-lived thread; the caller
+        waits for it at most the budget (``timeout``, or connect + read), then
+        closes its connection and raises :class:`TokenRequestTimeout`. Per-read
+        timeouts alone would let a server that trickles one byte at a time hold
+        the caller, and through the single flight every other thread, forever.
+        """
+        url = self.token_endpoint
+        budget = _budget(self.timeout)
+        call = _Call(budget)
+        settings = self._session.merge_environment_settings(
+            prepared.url, dict(self.proxies or {}), True, self.verify, self.cert
+        )
+        box: list[tuple[bool, Any]] = []
+
+        def run() -> None:
+            _Call.local.call = call
+            try:
+                response = self._session.send(
+                    prepared, timeout=self.timeout, allow_redirects=False, **settings
+                )
+                try:
+                    result = (response, _read_limited(response))
+                except requests.RequestException as exc:
+                    if exc.response is None:
+                        exc.response = response  # a broken-off answer still had a status
+                    raise
+                finally:
+                    response.close()
+                box.append((True, result))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                box.append((False, exc))
+            finally:
+                _Call.local.call = None
+
+        worker = threading.Thread(target=run, name="alf-session-token-request", daemon=True)
+        worker.start()
+        worker.join(budget)
+        if not box:
+            call.cancel()
+            # Same words as a read timeout: which of the two fires first at
+            # the budget is a race, and the user's remedy is the same.
+            raise TokenRequestTimeout(
+                f"token endpoint {url} did not answer within {self._timeout_text()}; "
+                "check that it is up, or raise token_timeout"
+            )
+        ok, value = box[0]
+        if ok:
+            return value  # type: ignore[no-any-return]
+        exc = value
+        if isinstance(exc, _RefusedPeer):
+            raise InsecureTransportError(str(exc)) from None
+        if isinstance(exc, requests.RequestException):
+            response = exc.response
+            if _timed_out(exc):
+                raise TokenRequestTimeout(
+                    f"token endpoint {url} did not answer within {self._timeout_text()}; "
+                    "check that it is up, or raise token_timeout"
+                ) from exc
+            if response is not None:
+                raise TokenRequestError(
+                    f"token endpoint {url} broke off its answer: {type(exc).__name__}",
+                    response=response,
+                ) from exc
+            reason = self._redact(_root_cause(exc), secrets)
+            raise TokenRequestError(f"could not reach token endpoint {url}: {reason}") from exc
+        raise exc
 
     def _parse(self, response: requests.Response, body: bytes, secrets: list[str | None]) -> Token:
         url = self.token_endpoint
@@ -530,15 +737,18 @@ class OAuth2Provider:
     def _oauth_error(
         self, response: requests.Response, payload: Mapping[str, Any], secrets: list[str | None]
     ) -> OAuthError:
-        code = str(payload["error"])[:100]
+        # Every field is the server's text, and a server may echo what it was
+        # sent (a refresh token, the secret): each is redacted before it is cut.
+        raw_code = str(payload["error"])
+        code = self._redact(raw_code, secrets)[:100]
         description = payload.get("error_description")
         uri = payload.get("error_uri")
         description = (
             self._redact(str(description), secrets)[:_QUOTE] if description is not None else None
         )
-        uri = str(uri)[:_QUOTE] if uri is not None else None
-        cls = OAUTH_ERRORS.get(code, OAuthError)
-        message = f"{self.token_endpoint} refused the token request: {self._redact(code, secrets)}"
+        uri = self._redact(str(uri), secrets)[:_QUOTE] if uri is not None else None
+        cls = OAUTH_ERRORS.get(raw_code, OAuthError)
+        message = f"{self.token_endpoint} refused the token request: {code}"
         if description:
             message += f" ({description})"
         if cls.hint:
@@ -553,7 +763,9 @@ class OAuth2Provider:
 
     def _timeout_text(self) -> str:
         t = self.timeout
-        return f"{t[0]:g}s to connect and {t[1]:g}s to read" if isinstance(t, tuple) else f"{t:g}s"
+        if isinstance(t, tuple):
+            return f"{t[0]:g}s to connect and {t[1]:g}s to read ({t[0] + t[1]:g}s in all)"
+        return f"{t:g}s"
 
 
 class ClientCredentials(OAuth2Provider):
@@ -708,6 +920,213 @@ def as_provider(provider: object) -> TokenProvider:
     raise ConfigurationError(
         f"provider must have a fetch_token() method or be callable; got {type(provider).__name__}"
     )
+
+
+# -- the wire: connections of the token request ----------------------------------------
+
+
+class _RefusedPeer(Exception):  # internal; not an OSError, so urllib3 won't retry it
+    """A plain-http token connection reached an address that is not loopback."""
+
+
+class _Cancelled(Exception):  # internal; not an OSError, so urllib3 won't retry it
+    """The token request ran out of its budget; no new connection is made."""
+
+
+class _Call:
+    """One token request in flight: its deadline and the sockets it uses.
+
+    Its thread finds it in ``_Call.local``; the connections below register
+    their sockets with it, and :meth:`cancel` shuts them down, which ends any
+    read they are blocked in.
+    """
+
+    local = threading.local()
+
+    def __init__(self, budget: float) -> None:
+        self.deadline = time.monotonic() + budget
+        self.cancelled = False
+        self._lock = threading.Lock()
+        self._watched: list[Any] = []
+
+    @classmethod
+    def current(cls) -> _Call | None:
+        return getattr(cls.local, "call", None)
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def watch(self, conn: Any) -> None:
+        """Shut ``conn`` (a socket, or a connection with ``.sock``) at cancel."""
+        with self._lock:
+            if not self.cancelled:
+                self._watched.append(conn)
+                return
+        _shut(conn)
+        raise _Cancelled("token request cancelled: token_timeout ran out")
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            watched, self._watched = self._watched, []
+        for conn in watched:
+            _shut(conn)
+
+
+def _shut(conn: Any) -> None:
+    sock = conn if isinstance(conn, socket.socket) else getattr(conn, "sock", None)
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # closed already, or never connected
+
+
+class _GuardMixin:
+    """What a token connection checks: the call's budget, and for plain http
+    without ``allow_insecure_http``, that the peer is a loopback address."""
+
+    loopback_only = False
+    sock: Any
+
+    def _new_conn(self) -> socket.socket:
+        call = _Call.current()
+        if call is not None and call.cancelled:
+            raise _Cancelled("token request cancelled: token_timeout ran out")
+        sock: socket.socket = super()._new_conn()  # type: ignore[misc]
+        if self.loopback_only:
+            try:
+                peer = str(sock.getpeername()[0])
+            except OSError:
+                peer = "?"
+            if not _is_loopback_address(peer):
+                sock.close()  # before a single byte is sent
+                raise _RefusedPeer(
+                    f"the plain-http token endpoint's host resolved to {peer}, which is not "
+                    "a loopback address: the client secret would cross the network in clear "
+                    "text, so nothing was sent. Use https://, or pass allow_insecure_http=True "
+                    "if the network is trusted."
+                )
+        if call is not None:
+            call.watch(sock)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        call = _Call.current()
+        if call is not None:
+            call.watch(self)  # a pooled connection, made by an earlier call
+        return super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _GuardedHTTPConnection(_GuardMixin, HTTPConnection):
+    loopback_only = True
+
+
+class _InsecureHTTPConnection(_GuardMixin, HTTPConnection):
+    pass
+
+
+class _GuardedHTTPSConnection(_GuardMixin, HTTPSConnection):
+    pass
+
+
+class _GuardedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _InsecureHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _InsecureHTTPConnection
+
+
+class _GuardedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+class _WireAdapter(HTTPAdapter):
+    """The token request's adapter.
+
+    A loopback token endpoint is reached directly, never through a proxy (the
+    reason plain http is allowed there is that the bytes never leave the
+    host); plain-http connections must reach a loopback address unless
+    ``allow_insecure_http``; every connection obeys the call's budget.
+    """
+
+    def __init__(self, *, plain_http_loopback_only: bool, **kwargs: Any) -> None:
+        self._loopback_only = plain_http_loopback_only
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _GuardedHTTPPool if self._loopback_only else _InsecureHTTPPool,
+            "https": _GuardedHTTPSPool,
+        }
+
+    __attrs__ = [*HTTPAdapter.__attrs__, "_loopback_only"]  # noqa: RUF012 - what pickling keeps, as in requests
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        if is_loopback_url(request.url or ""):
+            kwargs["proxies"] = {}
+        return super().send(request, *args, **kwargs)
+
+
+def _scrubbed(prepared: requests.PreparedRequest) -> requests.PreparedRequest:
+    """A copy of a token request with its credentials replaced by ``***``: the
+    ``Authorization`` header and the secret fields of the form body."""
+    safe = prepared.copy()
+    headers = CaseInsensitiveDict(prepared.headers)
+    for name in ("Authorization", "Proxy-Authorization"):
+        if name in headers:
+            headers[name] = "***"
+    safe.headers = headers
+    body = prepared.body
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", errors="replace")
+    if isinstance(body, str):
+        fields = parse_qsl(body, keep_blank_values=True)
+        safe.body = urlencode(
+            [(k, "***" if k in _SECRET_FIELDS else v) for k, v in fields], safe="*"
+        )
+    return safe
+
+
+def _hand_out(
+    exc: BaseException, prepared: requests.PreparedRequest, safe: requests.PreparedRequest
+) -> None:
+    """Put ``safe`` in place of ``prepared`` wherever ``exc`` and the
+    exceptions chained to it (``__cause__``, ``__context__``) hold it: their
+    ``request`` and their ``response.request``."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if getattr(err, "request", None) is prepared:
+            err.request = safe  # type: ignore[attr-defined]
+        response = getattr(err, "response", None)
+        if isinstance(response, requests.Response) and response.request is prepared:
+            response.request = safe
+        todo += [err.__cause__, err.__context__]
+
+
+def _spellings(secret: str) -> set[str]:
+    """The ways ``secret`` may be written in a server's answer or an error."""
+    return {
+        secret,
+        quote_plus(secret, safe=""),
+        quote(secret, safe=""),
+        json.dumps(secret)[1:-1],
+    }
+
+
+def _basic_credentials(client_id: str, secret: str) -> set[str]:
+    """The Base64 ``id:secret`` of HTTP Basic, form-encoded (RFC 6749 §2.3.1) or not."""
+    pairs = {f"{_form_encode(client_id)}:{_form_encode(secret)}", f"{client_id}:{secret}"}
+    encoded = {base64.b64encode(p.encode()).decode("ascii") for p in pairs}
+    return encoded | {e.rstrip("=") for e in encoded}
 
 
 # -- helpers -----------------------------------------------------------------

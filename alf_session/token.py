@@ -80,11 +80,11 @@ class Token:
         set_ = object.__setattr__
         set_(self, "access_token", access_token)
         set_(self, "token_type", token_type)
-        set_(self, "expires_at", None if expires_at is None else float(expires_at))
+        set_(self, "expires_at", _time_or_none("expires_at", expires_at))
         set_(self, "refresh_token", refresh_token)
         set_(self, "scope", scope)
         set_(self, "extra", dict(extra) if extra else {})
-        set_(self, "issued_at", None if issued_at is None else float(issued_at))
+        set_(self, "issued_at", _time_or_none("issued_at", issued_at))
         set_(self, "_header", f"{token_type} {access_token}")
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -155,12 +155,16 @@ class Token:
     ) -> Token:
         """Build a token from a decoded RFC 6749 §5.1 response body.
 
+        ``expires_in`` must be a number (or numeric string) from 0 to ten
+        years; NaN, infinities, negatives and larger values are refused. A
+        JWT ``exp`` that is not in the coming ten years is ignored.
+
         Args:
             body: The decoded JSON (or form) body.
             now: The time the response arrived (UNIX seconds); default: now.
             default_lifetime: Lifetime assumed when the response has neither
-                ``expires_in`` nor a JWT ``exp`` claim; ``None`` leaves the
-                expiry unknown.
+                ``expires_in`` nor a usable JWT ``exp`` claim; ``None`` leaves
+                the expiry unknown.
 
         Raises:
             InvalidTokenResponse: the body is not a usable token response.
@@ -201,6 +205,10 @@ class Token:
             expires_at: float | None = now + lifetime
         else:
             expires_at = _jwt_exp(access_token)
+            if expires_at is not None and not now < expires_at <= now + _MAX_LIFETIME:
+                # An exp already past, or ten years ahead (milliseconds for
+                # seconds), is not a plan to renew by: as if there were none.
+                expires_at = None
             if expires_at is None and default_lifetime is not None:
                 expires_at = now + default_lifetime
         extra = {k: v for k, v in body.items() if k not in _KNOWN}
@@ -275,6 +283,23 @@ class Token:
 
 def _token_from_state(data: dict[str, Any]) -> Token:
     return Token.from_dict(data)
+
+
+def _time_or_none(name: str, value: object) -> float | None:
+    """A time given to :class:`Token` as a finite float; ``+inf`` ("never")
+    is ``None`` (unknown, which is planned as never), NaN or ``-inf`` are
+    refused: planned on, they would make every request fetch a token."""
+    if value is None:
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]  # checked by float() itself
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidTokenResponse(f"Token {name} must be UNIX seconds or None") from None
+    if number == math.inf:
+        return None
+    if not math.isfinite(number):
+        raise InvalidTokenResponse(f"Token {name} must be a finite number of UNIX seconds")
+    return number
 
 
 def _header_safe(text: str) -> bool:

@@ -236,7 +236,11 @@ def test_plain_http_to_a_remote_host_is_refused_before_connecting() -> None:
 def test_unreachable_endpoint_is_one_line(unused_port: int) -> None:
     result = cli(
         "token",
-        env={"ALF_TOKEN_ENDPOINT": f"http://127.0.0.1:{unused_port}/token", "ALF_CLIENT_ID": "c"},
+        env={
+            "ALF_TOKEN_ENDPOINT": f"http://127.0.0.1:{unused_port}/token",
+            "ALF_CLIENT_ID": "c",
+            "ALF_CLIENT_SECRET": "s",
+        },
     )
     assert result.returncode == 1
     line = one_line(result.stderr)

@@ -105,7 +105,7 @@ class TestWireFormat:
         }
 
     def test_public_client_sends_client_id_without_secret(self) -> None:
-        provider = ClientCredentials(IDP, CLIENT_ID, None)
+        provider = ClientCredentials(IDP, CLIENT_ID, None, auth_method="none")
         with requests_mock.Mocker() as mock:
             mock.post(IDP, json=TOKEN_JSON)
             provider.fetch_token()

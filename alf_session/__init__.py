@@ -51,8 +51,10 @@ from .manager import TokenManager, TokenStats
 from .providers import (
     CallableProvider,
     ClientCredentials,
+    JwtBearer,
     OAuth2Provider,
     PasswordCredentials,
+    TokenExchange,
     TokenProvider,
     default_retry,
 )
@@ -90,6 +92,7 @@ __all__ = [
     "InvalidRequest",
     "InvalidScope",
     "InvalidTokenResponse",
+    "JwtBearer",
     "KeyValueStore",
     "MemoryStorage",
     "NoClientAuth",
@@ -104,6 +107,7 @@ __all__ = [
     "Token",
     "TokenAdapter",
     "TokenError",
+    "TokenExchange",
     "TokenHTTPError",
     "TokenManager",
     "TokenProvider",

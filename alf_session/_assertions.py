@@ -136,16 +136,18 @@ class CredentialSource:
                 f"cannot read {where}: {exc.strerror or type(exc).__name__}{hint}"
             ) from None
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise CredentialSourceError(f"{where} is not a regular file")
-            with os.fdopen(fd, "rb", closefd=False) as fh:
-                data = fh.read(_MAX_FILE + 1)
-        except OSError as exc:
-            raise CredentialSourceError(
-                f"cannot read {where}: {exc.strerror or type(exc).__name__}"
-            ) from None
+            try:
+                regular = stat.S_ISREG(os.fstat(fd).st_mode)
+                data = _read_at_most(fd, _MAX_FILE + 1) if regular else b""
+            except OSError as exc:
+                # (TokenError is an OSError too: nothing of ours is raised in here.)
+                raise CredentialSourceError(
+                    f"cannot read {where}: {exc.strerror or type(exc).__name__}"
+                ) from None
         finally:
             os.close(fd)
+        if not regular:
+            raise CredentialSourceError(f"{where} is not a regular file")
         if len(data) > _MAX_FILE:
             raise CredentialSourceError(f"{where} is over {_MAX_FILE // 1024} KiB: not a token")
         try:
@@ -176,6 +178,18 @@ class CredentialSource:
                 f"the {self.name} callable {name} returned {got}; it must return the token string"
             )
         return value.strip()
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = os.read(fd, limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _from_manager(manager: Any) -> str:

@@ -31,9 +31,10 @@ from urllib.parse import parse_qsl
 import requests
 
 from ._cliargs import UsageError, build_parser
+from ._wire import _root_cause
 from .errors import ConfigurationError, InsecureTransportError, TokenError
 from .manager import TokenManager
-from .providers import ClientCredentials, _root_cause
+from .providers import ClientCredentials
 from .token import Token
 
 __all__ = ["main"]

@@ -24,7 +24,8 @@ from typing import Any
 
 from . import _jose
 from ._assertions import CredentialSource
-from ._oauth2 import OAuth2Provider, _require_str
+from ._oauth2 import OAuth2Provider
+from ._wire import _require_str
 from .errors import ConfigurationError, InvalidGrant
 from .token import Token
 
@@ -162,6 +163,8 @@ class JwtBearer(OAuth2Provider):
     """
 
     grant_type = JWT_BEARER_GRANT
+    _client_auth_optional = True
+    _grant_per_attempt = True
 
     def __init__(
         self,
@@ -216,7 +219,10 @@ class JwtBearer(OAuth2Provider):
             assert self.assertion_issuer is not None  # noqa: S101 - set with the key
             now = self.clock()
             claims = _jose.assertion_claims(
-                self.assertion_issuer, self._assertion_audience(), now, _GRANT_ASSERTION_LIFETIME
+                self.assertion_issuer,
+                self.assertion_audience or self._endpoint(),
+                now,
+                _GRANT_ASSERTION_LIFETIME,
             )
             claims["sub"] = self.subject
             claims.update(self.claims)
@@ -256,6 +262,8 @@ class TokenExchange(OAuth2Provider):
     """
 
     grant_type = TOKEN_EXCHANGE_GRANT
+    _client_auth_optional = True
+    _grant_per_attempt = True
 
     def __init__(
         self,

@@ -10,6 +10,7 @@ import requests
 from requests import PreparedRequest, Request, Response
 
 from . import _flow
+from .client_auth import ClientAuth
 from .errors import ConfigurationError
 from .manager import TokenManager
 from .providers import ClientCredentials, Scope, Timeout
@@ -48,7 +49,9 @@ class TokenSession(requests.Session):
         token_retry: A urllib3 ``Retry`` or an int for the token request;
             default: 3 retries with backoff on connection errors, 429 and 5xx.
         token_timeout: Seconds (or ``(connect, read)``) for the token request.
-        auth_method: ``"client_secret_basic"`` or ``"client_secret_post"``.
+        auth_method: An RFC 8414 client authentication method name, or a
+            :class:`~alf_session.ClientAuth`; default: chosen from the
+            credential given (see :class:`~alf_session.OAuth2Provider`).
         token_manager: A :class:`~alf_session.TokenManager` to use instead of
             the credentials above (to share one between sessions, or for
             another grant).
@@ -57,6 +60,17 @@ class TokenSession(requests.Session):
             case-insensitive. ``None``: every host.
         extra_params: More form parameters for the token request.
         allow_insecure_http: Allow a plain-http token endpoint that is not loopback.
+        issuer: Discover the token endpoint from this issuer's metadata.
+        private_key: A key that signs ``private_key_jwt`` assertions (PEM
+            text or bytes, a path, or a ``cryptography`` key).
+        key_id: The ``kid`` of ``private_key``.
+        signing_alg: The JWS algorithm of the assertions; default from the key.
+        client_assertion: A ready assertion: a JWT, a callable, or a path read
+            again at each token request (workload identity).
+        assertion_audience: The ``aud`` of signed assertions; default the token endpoint.
+        cert: A client certificate (mTLS, RFC 8705), as in requests: presented
+            to the token endpoint and, since the token is bound to it, to the
+            API as well (``self.cert``).
         manager_options: Passed on to :class:`~alf_session.TokenManager`
             (``leeway``, ``refresh_ahead``, ``failure_ttl``, ``clock``, …).
 
@@ -67,6 +81,10 @@ class TokenSession(requests.Session):
     is thread-safe and fork-safe.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       ``issuer``, ``private_key``, ``key_id``, ``signing_alg``,
+       ``client_assertion``, ``assertion_audience``, ``cert``; ``auth_method``
+       chosen from the credential by default.
     """
 
     __attrs__ = [  # noqa: RUF012 - requests.Session declares it a plain list
@@ -86,14 +104,30 @@ class TokenSession(requests.Session):
         token_storage: Any = None,
         token_retry: Any = None,
         token_timeout: Timeout = 10,
-        auth_method: str = "client_secret_basic",
+        auth_method: str | ClientAuth | None = None,
         token_manager: TokenManager | None = None,
         token_hosts: Iterable[str] | str | None = None,
         extra_params: Mapping[str, str] | None = None,
         allow_insecure_http: bool = False,
+        issuer: str | None = None,
+        private_key: object = None,
+        key_id: str | None = None,
+        signing_alg: str | None = None,
+        client_assertion: object = None,
+        assertion_audience: str | None = None,
+        cert: str | tuple[str, str] | None = None,
         **manager_options: Any,
     ) -> None:
         super().__init__()
+        credentials = {
+            "issuer": issuer,
+            "private_key": private_key,
+            "key_id": key_id,
+            "signing_alg": signing_alg,
+            "client_assertion": client_assertion,
+            "assertion_audience": assertion_audience,
+            "cert": cert,
+        }
         if token_manager is not None:
             given = [
                 name
@@ -106,6 +140,8 @@ class TokenSession(requests.Session):
                     ("token_storage", token_storage),
                     ("token_retry", token_retry),
                     ("extra_params", extra_params),
+                    ("auth_method", auth_method),
+                    *credentials.items(),
                 )
                 if value is not None
             ]
@@ -115,7 +151,6 @@ class TokenSession(requests.Session):
                 name
                 for name, value, default in (
                     ("token_timeout", token_timeout, 10),
-                    ("auth_method", auth_method, "client_secret_basic"),
                     ("allow_insecure_http", allow_insecure_http, False),
                 )
                 if value != default
@@ -133,17 +168,21 @@ class TokenSession(requests.Session):
         else:
             missing = [
                 name
-                for name, value in (("token_endpoint", token_endpoint), ("client_id", client_id))
+                for name, value in (
+                    ("token_endpoint", token_endpoint if issuer is None else issuer),
+                    ("client_id", client_id),
+                )
                 if value is None
             ]
             if missing:
                 raise ConfigurationError(
-                    f"TokenSession needs {' and '.join(missing)} (with client_secret), "
-                    "or token_manager=TokenManager(...)"
+                    f"TokenSession needs {' and '.join(missing)} (with client_secret, "
+                    "private_key, client_assertion or cert), or issuer= in place of "
+                    "token_endpoint, or token_manager=TokenManager(...)"
                 )
             provider = ClientCredentials(
-                token_endpoint,  # type: ignore[arg-type]  # checked above
-                client_id,  # type: ignore[arg-type]
+                token_endpoint,
+                client_id,
                 client_secret,
                 scope=scope,
                 audience=audience,
@@ -152,8 +191,13 @@ class TokenSession(requests.Session):
                 retry=token_retry,
                 timeout=token_timeout,
                 allow_insecure_http=allow_insecure_http,
+                **credentials,
             )
             self.token_manager = TokenManager(provider, token_storage, **manager_options)
+            if cert is not None:
+                # RFC 8705 §3: a token bound to the certificate is good only
+                # over a connection that presents it, so the API gets it too.
+                self.cert = cert
         self.token_hosts = _flow.normalize_hosts(token_hosts)
 
     def __repr__(self) -> str:

@@ -49,16 +49,15 @@ def main() -> None:
             # In production: TokenSession(issuer="https://idp.example",
             #     client_id="orders-service", cert=("/etc/orders/cert.pem", "/etc/orders/key.pem"))
             with TokenSession(idp.token_url, "orders-service", cert=str(cert_file)) as session:
-                session.verify = str(ca_file)  # the example's own CA; yours is in the system store
+                # The example's own CA; yours is in the system store.
                 session.token_manager.provider.verify = str(ca_file)
-                response = session.get(f"{api.base_url}/orders")
+                response = session.get(f"{api.base_url}/orders", verify=str(ca_file))
                 print(
                     f"HTTP {response.status_code}, {idp.count} token request, "
                     f"authenticated by {session.token_manager.provider.auth_method}"
                 )
-                print(
-                    f"token bound to the certificate: {idp.requests[0].client_cert == thumbprint(der)}"
-                )
+                bound = idp.requests[0].client_cert == thumbprint(der)
+                print(f"token bound to the certificate: {bound}")
         finally:
             api.stop()
             idp.stop()

@@ -41,8 +41,8 @@ def main() -> None:
             print(f"3 API requests: {upstream.count} upstream token request, {sts.count} exchange")
             form = sts.requests[0].form
             print(
-                f"exchanged a {form['subject_token_type'].rsplit(':', 1)[1]} "
-                f"for audience {form['audience']!r}"
+                f"subject token type: {form['subject_token_type'].rsplit(':', 1)[1]}, "
+                f"audience: {form['audience']!r}"
             )
 
             upstream.revoke()  # the workload token is revoked: the STS refuses it ...

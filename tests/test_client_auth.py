@@ -406,7 +406,7 @@ class TestSelectAuth:
         )
 
     def test_explicit_method_needs_its_credential(self, rsa_key: Any) -> None:
-        with pytest.raises(ConfigurationError, match="needs a client_secret"):
+        with pytest.raises(ConfigurationError, match="client_secret is missing"):
             select_auth("client_secret_post")
         with pytest.raises(ConfigurationError, match="needs cert="):
             select_auth("tls_client_auth")

@@ -1,0 +1,1002 @@
+"""The RFC 6749 wire: the token request and its answer (§4, §5, §6).
+
+What every grant shares once it has built its form: where a token request
+may go (the transport rule), how long it may take (``token_timeout`` bounds
+the whole exchange, retries included), how it is retried, how the answer is
+read (1 MiB at most) and judged (a token, an OAuth error, or something
+else), and how credentials are kept out of every message and of the request
+objects an error carries. :class:`WireMixin` gives it to
+:class:`~alf_session.OAuth2Provider`; the grants (:mod:`alf_session.grants`)
+and the client authentication methods (:mod:`alf_session.client_auth`) only
+build forms.
+
+A token request whose form must differ on every attempt (a signed client
+assertion with its ``jti``, a subject token read from a rotating file) is
+rebuilt for each one: urllib3's ``Retry`` would resend the same body, so
+such a request is retried here, one attempt at a time, under the same
+``Retry`` policy and within the same whole-request time bound.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import logging
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError, ResponseError
+from urllib3.exceptions import TimeoutError as _Urllib3Timeout
+from urllib3.util import parse_url
+from urllib3.util.retry import Retry
+
+from .errors import (
+    OAUTH_ERRORS,
+    ConfigurationError,
+    InsecureTransportError,
+    InvalidTokenResponse,
+    OAuthError,
+    TokenError,
+    TokenHTTPError,
+    TokenRequestError,
+    TokenRequestTimeout,
+)
+from .token import Token
+
+if TYPE_CHECKING:
+    from requests import PreparedRequest
+
+__all__ = ["WireMixin", "check_endpoint", "default_retry", "normalize_scope"]
+
+log = logging.getLogger(__name__)
+
+#: What ``scope`` accepts: a space-separated string or a sequence of strings.
+Scope = str | Iterable[str] | None
+#: What ``timeout`` accepts: seconds, or a (connect, read) pair.
+Timeout = float | tuple[float, float]
+
+# A token response larger than this is not a token response (a misrouted
+# download, an HTML error page of a proxy); reading stops here.
+_MAX_BODY = 1024 * 1024
+# How much of an error body a message may quote.
+_QUOTE = 200
+# Form fields of a token request whose values are credentials: replaced by
+# "***" in the request objects an error carries.
+_SECRET_FIELDS = frozenset(
+    {
+        "client_secret",
+        "password",
+        "refresh_token",
+        "client_assertion",
+        "assertion",
+        "subject_token",
+        "actor_token",
+    }
+)
+
+
+def _no_auth(request: PreparedRequest) -> PreparedRequest:
+    # An explicit auth stops requests from looking up ~/.netrc and putting its
+    # credentials on the token request in place of ours.
+    return request
+
+
+def default_retry(total: int = 3) -> Retry:
+    """The ``token_retry`` used when none is given.
+
+    Retries connection errors, reads, HTTP 429 and 5xx ``total`` times with
+    exponential backoff (0.5 s, 1 s, 2 s, …), honouring ``Retry-After`` up to
+    10 s. Applies to POST, which urllib3 would otherwise not retry.
+    """
+    options: dict[str, Any] = {}
+    if _RETRY_TAKES_BACKOFF_MAX:
+        options["backoff_max"] = _MAX_WAIT
+    return _BoundedRetry(
+        total=total,
+        backoff_factor=0.5,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=None,  # every method, POST included
+        raise_on_status=False,  # hand back the last response: its body may be an OAuth error
+        respect_retry_after_header=True,
+        **options,
+    )
+
+
+# Longest pause between two attempts of a token request, whether backoff or
+# Retry-After asked for it.
+_MAX_WAIT = 10
+# urllib3 2 takes Retry(backoff_max=...); 1.26 (which requests still allows)
+# has no such argument and reads the DEFAULT_BACKOFF_MAX class attribute.
+# The signature is read off the code object: importing inspect for it would
+# cost more than the rest of the package's import.
+_RETRY_INIT = Retry.__init__.__code__
+_RETRY_TAKES_BACKOFF_MAX = (
+    "backoff_max"
+    in _RETRY_INIT.co_varnames[: _RETRY_INIT.co_argcount + _RETRY_INIT.co_kwonlyargcount]
+)
+
+
+class _BoundedRetry(Retry):
+    """A Retry whose ``Retry-After`` waits are capped at 10 s, so a server
+    asking for an hour's pause cannot hang the caller for an hour."""
+
+    DEFAULT_BACKOFF_MAX = _MAX_WAIT  # urllib3 1.26 only; 2.x gets backoff_max=
+
+    def get_retry_after(self, response: Any) -> float | None:
+        after = super().get_retry_after(response)
+        return None if after is None else min(after, _MAX_WAIT)
+
+    def increment(  # type: ignore[override]  # urllib3 1.26 and 2.x differ in annotations
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> Retry:
+        new = super().increment(method, url, response, error, _pool, _stacktrace)
+        call = _Call.current()
+        if call is not None:
+            # A retry whose pause would run past the whole request's budget
+            # (token_timeout) is not made: the caller gets the last answer
+            # (say, the 503 and its body) rather than a timeout.
+            pause = new.get_backoff_time()
+            if response is not None and new.respect_retry_after_header:
+                pause = max(pause, new.get_retry_after(response) or 0.0)
+            if pause >= call.remaining():
+                reason = error or ResponseError(
+                    f"no time left in token_timeout for a retry after {pause:g}s"
+                )
+                raise MaxRetryError(_pool, url or "", reason)
+        return new
+
+
+def _coerce_retry(retry: Retry | int | None) -> Retry:
+    if retry is None:
+        return default_retry()
+    if isinstance(retry, bool) or not isinstance(retry, (int, Retry)):
+        raise ConfigurationError(
+            f"token_retry must be a urllib3 Retry or an int, not {type(retry).__name__}"
+        )
+    if isinstance(retry, int):
+        if retry < 0:
+            raise ConfigurationError(f"token_retry must be >= 0, not {retry}")
+        return default_retry(retry)
+    changes: dict[str, Any] = {"raise_on_status": False}
+    # The token request is a POST, which urllib3 leaves out of
+    # Retry.DEFAULT_ALLOWED_METHODS: a Retry written for GETs (the alf README's
+    # Retry(total=5, status_forcelist=[500], backoff_factor=0.3)) would never
+    # retry anything here. Retrying a token request is safe: it has no side
+    # effect that a second token would harm.
+    if retry.allowed_methods is not None and "POST" not in retry.allowed_methods:
+        changes["allowed_methods"] = frozenset(retry.allowed_methods) | {"POST"}
+    new = retry.new(**changes)
+    if type(new) is Retry:
+        # A plain Retry becomes a bounded one (same state, no fields added):
+        # its Retry-After waits are capped and it gives up on a retry that
+        # token_timeout leaves no time for. A user's own subclass is kept.
+        new.__class__ = _BoundedRetry
+    return new
+
+
+def _budget(timeout: Timeout) -> float:
+    """The bound of a whole token request: ``timeout``, or connect + read."""
+    return float(sum(timeout)) if isinstance(timeout, tuple) else float(timeout)
+
+
+def _check_timeout(timeout: Timeout) -> Timeout:
+    values = timeout if isinstance(timeout, tuple) else (timeout,)
+    if len(values) not in (1, 2) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values
+    ):
+        raise ConfigurationError(
+            f"token_timeout must be seconds > 0 or a (connect, read) pair of them, "
+            f"not {timeout!r}; an unbounded token request could hang every caller"
+        )
+    return timeout
+
+
+# -- where the token request may go -------------------------------------------------
+#
+# The rule: https://, or http:// to a loopback host. The URL is judged as
+# requests and urllib3 will read it (not as urllib.parse would: the two differ
+# on backslashes, whitespace and userinfo), and a plain-http connection is
+# checked once more after it is made, by the address it reached: a name that
+# looks local (``auth.localhost``) but that DNS sends elsewhere gets no byte.
+
+# Whitespace, control characters and backslashes: urllib.parse and urllib3
+# read URLs holding them differently ("http://evil.example\\.localhost/" is
+# evil.example to urllib3); none belongs in a token endpoint.
+_URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f-\x9f\\]")
+
+
+# localhost and its subdomains (RFC 6761 §6.3), in plain DNS labels only.
+_LOCAL_NAME = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)*localhost")
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (as urllib3 reads it: lower-case, IPv6 in brackets)
+    names this machine: ``localhost``, ``*.localhost`` (RFC 6761), or a
+    loopback address literal. Other spellings of an address (``2130706433``,
+    ``127.1``, ``0x7f.0.0.1``) are not judged here: they are refused."""
+    host = host.lower()
+    if _LOCAL_NAME.fullmatch(host):
+        return True
+    return _is_loopback_address(host.strip("[]"))
+
+
+def _is_loopback_address(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])  # drop an IPv6 zone
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1
+    return ip.is_loopback
+
+
+def _transport_url(url: str) -> tuple[str, str, str | None]:
+    """``(scheme, host, userinfo)`` of ``url`` as requests and urllib3 connect to it.
+
+    Raises:
+        ConfigurationError: requests cannot send to it.
+    """
+    prepared = requests.PreparedRequest()
+    try:
+        prepared.prepare_url(url, None)
+        parts = parse_url(prepared.url or "")
+    except (requests.RequestException, ValueError) as exc:
+        raise ConfigurationError(
+            f"token_endpoint {url!r} is not a URL requests can send to "
+            f"({type(exc).__name__}); give one such as 'https://idp.example/oauth/token'"
+        ) from None
+    return (parts.scheme or "").lower(), parts.host or "", parts.auth
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether requests would send ``url`` to a loopback host (internal)."""
+    try:
+        return _is_loopback(parse_url(url).host or "")
+    except ValueError:
+        return False
+
+
+def check_endpoint(url: object, *, allow_insecure_http: bool = False) -> str:
+    """Validate a token endpoint URL and return it.
+
+    The URL is judged as requests and urllib3 will connect to it. It may not
+    hold whitespace, control characters, backslashes or credentials; a
+    plain-http one must name a loopback host (``localhost``, ``*.localhost``,
+    ``127.0.0.0/8``, ``[::1]``; other spellings of an address are refused),
+    and its connection must then reach a loopback address.
+
+    Raises:
+        ConfigurationError: not an absolute http(s) URL, or one that parsers
+            could read differently.
+        InsecureTransportError: ``http://`` to a host other than loopback,
+            without ``allow_insecure_http``.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigurationError(
+            f"token_endpoint must be a URL string such as 'https://idp.example/oauth/token', "
+            f"not {type(url).__name__ if not isinstance(url, str) else 'an empty string'}"
+        )
+    url = url.strip()
+    bad = _URL_FORBIDDEN.search(url)
+    if bad:
+        raise ConfigurationError(
+            f"token_endpoint {url!r} holds {bad.group()!r} at position {bad.start()}: "
+            "whitespace, control characters and backslashes are read differently by "
+            "different URL parsers; percent-encode it, or fix the URL"
+        )
+    scheme, host, userinfo = _transport_url(url)
+    if scheme not in ("http", "https") or not host:
+        raise ConfigurationError(
+            f"token_endpoint {url!r} is not an absolute http(s) URL; "
+            "give one such as 'https://idp.example/oauth/token'"
+        )
+    if userinfo is not None or "@" in url.partition("://")[2].partition("/")[0]:
+        raise ConfigurationError(
+            "token_endpoint must not carry credentials (user@host) in the URL; "
+            "pass client_id and client_secret"
+        )
+    if scheme == "http" and not allow_insecure_http and not _is_loopback(host):
+        raise InsecureTransportError(
+            f"token_endpoint {url!r} uses http:// to {host!r}, which is not a loopback "
+            "host (localhost, 127.0.0.1, [::1]): the client secret would cross the network "
+            "in clear text. Use https://, or pass allow_insecure_http=True if the network "
+            "is trusted."
+        )
+    return url
+
+
+def normalize_scope(scope: Scope) -> str | None:
+    """``scope`` as the space-separated string RFC 6749 §3.3 sends."""
+    if scope is None:
+        return None
+    if isinstance(scope, str):
+        items = scope.split()
+    else:
+        try:
+            items = list(scope)
+        except TypeError:
+            raise ConfigurationError(
+                f"scope must be a string or a sequence of strings, not {type(scope).__name__}"
+            ) from None
+        if not all(isinstance(s, str) for s in items):
+            raise ConfigurationError("scope must be a string or a sequence of strings")
+        items = [part for s in items for part in s.split()]
+    return " ".join(items) or None
+
+
+def _require_str(name: str, value: object, *, empty_ok: bool = False) -> str:
+    if not isinstance(value, str) or (not value and not empty_ok):
+        got = "an empty string" if value == "" else type(value).__name__
+        raise ConfigurationError(f"{name} must be a non-empty string, not {got}")
+    return value
+
+
+def _form_encode(value: str) -> str:
+    # RFC 6749 §2.3.1: client_id and client_secret are form-url-encoded before
+    # they are joined with ':' and Base64-encoded for HTTP Basic.
+    return quote_plus(value, safe="")
+
+
+class WireMixin:
+    """The token request of an :class:`~alf_session.OAuth2Provider` (internal).
+
+    Reads from the provider: ``token_endpoint``, ``client_id``,
+    ``_client_secret``, ``timeout``, ``retry``, ``verify``, ``cert``,
+    ``proxies``, ``allow_insecure_http``, ``clock``, ``default_lifetime`` and
+    ``_secrets()``.
+    """
+
+    token_endpoint: str | None
+    client_id: str | None
+    _client_secret: str | None
+    timeout: Timeout
+    retry: Retry
+    verify: bool | str
+    cert: str | tuple[str, str] | None
+    proxies: dict[str, str] | None
+    allow_insecure_http: bool
+    clock: Callable[[], float]
+    default_lifetime: float | None
+    _session: requests.Session
+
+    def _secrets(self, extra: Iterable[str | None] = ()) -> list[str]:
+        raise NotImplementedError
+
+    def _redact(self, text: str, extra: Iterable[str | None] = ()) -> str:
+        """``text`` with every spelling of a secret replaced by ``***``."""
+        spellings: set[str] = set()
+        for secret in self._secrets(extra):
+            spellings.update(_spellings(secret))
+        if self._client_secret and self.client_id is not None:
+            spellings.update(_basic_credentials(self.client_id, self._client_secret))
+        # Longest first: a spelling that contains another is replaced whole.
+        for form in sorted(spellings, key=len, reverse=True):
+            if len(form) >= 3:
+                text = text.replace(form, "***")
+        return text
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        adapter = _WireAdapter(
+            max_retries=self.retry, plain_http_loopback_only=not self.allow_insecure_http
+        )
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    def _after_fork(self) -> None:
+        # The parent's pooled sockets must not be shared with it. Drop them
+        # without closing: closing a TLS socket here could disturb the parent.
+        self._session = self._new_session()
+        self.__dict__.pop("_single", None)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_session", None)  # a connection pool does not travel
+        state.pop("_single", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._session = self._new_session()
+
+    def _authenticate(self, form: dict[str, Any], headers: dict[str, str], url: str) -> None:
+        """Put the client authentication on one attempt (the provider's)."""
+        raise NotImplementedError
+
+    def _rebuilt_per_attempt(self) -> bool:
+        """Whether each attempt needs a form of its own (a fresh assertion)."""
+        return True
+
+    def _endpoint(self) -> str:
+        """The token endpoint URL (after discovery, for a provider built with an issuer)."""
+        assert self.token_endpoint is not None  # noqa: S101 - the provider's contract
+        return self.token_endpoint
+
+    def _request(
+        self, form: Callable[[], dict[str, Any]], *, refresh_token: str | None = None
+    ) -> Token:
+        """POST the grant built by ``form`` (called once per attempt) and judge the answer."""
+        url = self._endpoint()
+        # Values this request carries that no message may show: the refresh
+        # token, and each attempt's assertion or subject token as it is built.
+        secrets: list[str | None] = [refresh_token]
+
+        def prepare() -> requests.PreparedRequest:
+            data = form()
+            headers = {"Accept": "application/json"}
+            self._authenticate(data, headers, url)
+            secrets.extend(v for k, v in data.items() if k in _SECRET_FIELDS and isinstance(v, str))
+            return self._session.prepare_request(
+                requests.Request("POST", url, data=data, headers=headers, auth=_no_auth)
+            )
+
+        prepared = prepare()
+        # The request object that the response or an error hands out is a
+        # copy with the credentials replaced by "***".
+        safe = _scrubbed(prepared)
+        again = prepare if self._rebuilt_per_attempt() else None
+        try:
+            response, body = self._exchange(prepared, secrets, rebuild=again)
+        except TokenError as exc:
+            _hand_out(exc, prepared, safe)
+            raise
+        response.request = safe
+        if body is None:
+            raise TokenHTTPError(
+                f"token endpoint {url} answered HTTP {response.status_code} with a body "
+                f"over {_MAX_BODY // 1024} KiB; that is not a token response",
+                response=response,
+            )
+        return self._parse(response, body, secrets)
+
+    def _exchange(
+        self,
+        prepared: requests.PreparedRequest,
+        secrets: list[str | None],
+        *,
+        rebuild: Callable[[], requests.PreparedRequest] | None = None,
+        budget: float | None = None,
+    ) -> tuple[requests.Response, bytes | None]:
+        """Send the request and read its answer, all within ``timeout``.
+
+        The exchange (DNS, connecting, sending, every byte of the answer,
+        retries and their pauses) runs in a short-lived thread; the caller
+        waits for it at most the budget (``timeout``, or connect + read), then
+        closes its connection and raises :class:`TokenRequestTimeout`. Per-read
+        timeouts alone would let a server that trickles one byte at a time hold
+        the caller, and through the single flight every other thread, forever.
+
+        With ``rebuild``, each retry sends ``rebuild()`` instead of the same
+        request again (see :meth:`_send_rebuilding`).
+        """
+        url = prepared.url or ""
+        budget = _budget(self.timeout) if budget is None else budget
+        call = _Call(budget)
+        settings = self._session.merge_environment_settings(
+            prepared.url, dict(self.proxies or {}), True, self.verify, self.cert
+        )
+        box: list[tuple[bool, Any]] = []
+
+        def run() -> None:
+            _Call.local.call = call
+            try:
+                if rebuild is None:
+                    response = self._session.send(
+                        prepared, timeout=self.timeout, allow_redirects=False, **settings
+                    )
+                else:
+                    response = self._send_rebuilding(prepared, rebuild, settings)
+                try:
+                    result = (response, _read_limited(response))
+                except requests.RequestException as exc:
+                    if exc.response is None:
+                        exc.response = response  # a broken-off answer still had a status
+                    raise
+                finally:
+                    response.close()
+                box.append((True, result))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                box.append((False, exc))
+            finally:
+                _Call.local.call = None
+
+        worker = threading.Thread(target=run, name="alf-session-token-request", daemon=True)
+        worker.start()
+        worker.join(budget)
+        if not box:
+            call.cancel()
+            # Same words as a read timeout: which of the two fires first at
+            # the budget is a race, and the user's remedy is the same.
+            raise TokenRequestTimeout(
+                f"{_what(url)} {url} did not answer within {self._timeout_text()}; "
+                "check that it is up, or raise token_timeout"
+            )
+        ok, value = box[0]
+        if ok:
+            return value  # type: ignore[no-any-return]
+        exc = value
+        if isinstance(exc, _RefusedPeer):
+            raise InsecureTransportError(str(exc)) from None
+        if isinstance(exc, requests.RequestException):
+            response = exc.response
+            if _timed_out(exc):
+                raise TokenRequestTimeout(
+                    f"{_what(url)} {url} did not answer within {self._timeout_text()}; "
+                    "check that it is up, or raise token_timeout"
+                ) from exc
+            if response is not None:
+                raise TokenRequestError(
+                    f"{_what(url)} {url} broke off its answer: {type(exc).__name__}",
+                    response=response,
+                ) from exc
+            reason = self._redact(_root_cause(exc), secrets)
+            raise TokenRequestError(f"could not reach {_what(url)} {url}: {reason}") from exc
+        raise exc
+
+    def _send_rebuilding(
+        self,
+        first: requests.PreparedRequest,
+        rebuild: Callable[[], requests.PreparedRequest],
+        settings: Any,
+    ) -> requests.Response:
+        """Send, retrying under ``self.retry`` with a new request for each attempt.
+
+        urllib3 retries by sending the same bytes again; a client assertion's
+        ``jti`` must not be seen twice (RFC 7523 §3, "jti"), so this loop
+        asks urllib3's ``Retry`` only whether and when to retry, and builds
+        each attempt afresh. It runs inside :meth:`_exchange`'s thread: the
+        bounded ``Retry`` gives up on a pause the time bound has no room for.
+        """
+        retry = self.retry
+        prepared = first
+        while True:
+            try:
+                response = self._single_session.send(
+                    prepared, timeout=self.timeout, allow_redirects=False, **settings
+                )
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                try:
+                    retry = retry.increment(
+                        method="POST", url=prepared.url, error=_urllib3_error(exc)
+                    )
+                except MaxRetryError:
+                    raise exc from None
+                retry.sleep()
+                prepared = rebuild()
+                continue
+            has_after = response.headers.get("Retry-After") is not None
+            if not retry.is_retry("POST", response.status_code, has_after):
+                return response
+            try:
+                retry = retry.increment(method="POST", url=prepared.url, response=response.raw)
+            except MaxRetryError:
+                return response  # the last answer: its body may be an OAuth error
+            response.close()
+            retry.sleep(response.raw)
+            prepared = rebuild()
+
+    @property
+    def _single_session(self) -> requests.Session:
+        """A session that makes exactly one attempt per send (no urllib3 retry)."""
+        session: requests.Session | None = self.__dict__.get("_single")
+        if session is None:
+            session = requests.Session()
+            adapter = _WireAdapter(
+                max_retries=Retry(total=0, redirect=False, raise_on_status=False),
+                plain_http_loopback_only=not self.allow_insecure_http,
+            )
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+            self.__dict__["_single"] = session
+        return session
+
+    def _parse(self, response: requests.Response, body: bytes, secrets: list[str | None]) -> Token:
+        url = self.token_endpoint
+        status = response.status_code
+        ctype = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        payload = _decode_body(body, ctype)
+        # The OAuth error body is judged before the status: a 400 with
+        # {"error": "invalid_scope"} is InvalidScope, not an HTTP error, and a
+        # 200 carrying "error" is an error too (golang/oauth2 does the same).
+        if isinstance(payload, Mapping) and isinstance(payload.get("error"), str):
+            raise self._oauth_error(response, payload, secrets)
+        if not 200 <= status < 300:
+            if 300 <= status < 400:
+                where = response.headers.get("Location", "?")[:_QUOTE]
+                detail = (
+                    f"a redirect to {where!r}, which is not followed because the request "
+                    "carries the client secret; configure the final token URL"
+                )
+            else:
+                detail = _describe_body(body, ctype, self._redact, secrets)
+            raise TokenHTTPError(
+                f"token endpoint {url} answered HTTP {status} {response.reason or ''}".rstrip()
+                + f": {detail}",
+                response=response,
+            )
+        if payload is None:
+            # A 2xx body is never quoted: whatever it is, it might hold a token.
+            kind = (
+                "an empty body"
+                if not body.strip()
+                else (f"{len(body)} bytes of {ctype or 'unlabelled content'} that are not JSON")
+            )
+            raise InvalidTokenResponse(
+                f"token endpoint {url} answered HTTP {status} with {kind}; "
+                "expected a JSON token response (is the URL the token endpoint?)",
+                response=response,
+            )
+        try:
+            return Token.from_response(
+                payload, now=self.clock(), default_lifetime=self.default_lifetime
+            )
+        except InvalidTokenResponse as exc:
+            raise InvalidTokenResponse(f"token endpoint {url}: {exc}", response=response) from None
+
+    def _oauth_error(
+        self, response: requests.Response, payload: Mapping[str, Any], secrets: list[str | None]
+    ) -> OAuthError:
+        # Every field is the server's text, and a server may echo what it was
+        # sent (a refresh token, the secret): each is redacted before it is cut.
+        raw_code = str(payload["error"])
+        code = self._redact(raw_code, secrets)[:100]
+        description = payload.get("error_description")
+        uri = payload.get("error_uri")
+        description = (
+            self._redact(str(description), secrets)[:_QUOTE] if description is not None else None
+        )
+        uri = self._redact(str(uri), secrets)[:_QUOTE] if uri is not None else None
+        cls = OAUTH_ERRORS.get(raw_code, OAuthError)
+        message = f"{self.token_endpoint} refused the token request: {code}"
+        if description:
+            message += f" ({description})"
+        if cls.hint:
+            message += f". {cls.hint}"
+        return cls(
+            message,
+            error=code,
+            error_description=description,
+            error_uri=uri,
+            response=response,
+        )
+
+    def _timeout_text(self) -> str:
+        t = self.timeout
+        if isinstance(t, tuple):
+            return f"{t[0]:g}s to connect and {t[1]:g}s to read ({t[0] + t[1]:g}s in all)"
+        return f"{t:g}s"
+
+
+# -- the wire: connections of the token request ----------------------------------------
+
+
+class _RefusedPeer(Exception):  # internal; not an OSError, so urllib3 won't retry it
+    """A plain-http token connection reached an address that is not loopback."""
+
+
+class _Cancelled(Exception):  # internal; not an OSError, so urllib3 won't retry it
+    """The token request ran out of its budget; no new connection is made."""
+
+
+class _Call:
+    """One token request in flight: its deadline and the sockets it uses.
+
+    Its thread finds it in ``_Call.local``; the connections below register
+    their sockets with it, and :meth:`cancel` shuts them down, which ends any
+    read they are blocked in.
+    """
+
+    local = threading.local()
+
+    def __init__(self, budget: float) -> None:
+        self.deadline = time.monotonic() + budget
+        self.cancelled = False
+        self._lock = threading.Lock()
+        self._watched: list[Any] = []
+
+    @classmethod
+    def current(cls) -> _Call | None:
+        return getattr(cls.local, "call", None)
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def watch(self, conn: Any) -> None:
+        """Shut ``conn`` (a socket, or a connection with ``.sock``) at cancel."""
+        with self._lock:
+            if not self.cancelled:
+                self._watched.append(conn)
+                return
+        _shut(conn)
+        raise _Cancelled("token request cancelled: token_timeout ran out")
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            watched, self._watched = self._watched, []
+        for conn in watched:
+            _shut(conn)
+
+
+def _shut(conn: Any) -> None:
+    sock = conn if isinstance(conn, socket.socket) else getattr(conn, "sock", None)
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # closed already, or never connected
+
+
+class _GuardMixin:
+    """What a token connection checks: the call's budget, and for plain http
+    without ``allow_insecure_http``, that the peer is a loopback address."""
+
+    loopback_only = False
+    sock: Any
+
+    def _new_conn(self) -> socket.socket:
+        call = _Call.current()
+        if call is not None and call.cancelled:
+            raise _Cancelled("token request cancelled: token_timeout ran out")
+        sock: socket.socket = super()._new_conn()  # type: ignore[misc]
+        if self.loopback_only:
+            try:
+                peer = str(sock.getpeername()[0])
+            except OSError:
+                peer = "?"
+            if not _is_loopback_address(peer):
+                sock.close()  # before a single byte is sent
+                raise _RefusedPeer(
+                    f"the plain-http token endpoint's host resolved to {peer}, which is not "
+                    "a loopback address: the client secret would cross the network in clear "
+                    "text, so nothing was sent. Use https://, or pass allow_insecure_http=True "
+                    "if the network is trusted."
+                )
+        if call is not None:
+            call.watch(sock)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        call = _Call.current()
+        if call is not None:
+            call.watch(self)  # a pooled connection, made by an earlier call
+        return super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _GuardedHTTPConnection(_GuardMixin, HTTPConnection):
+    loopback_only = True
+
+
+class _InsecureHTTPConnection(_GuardMixin, HTTPConnection):
+    pass
+
+
+class _GuardedHTTPSConnection(_GuardMixin, HTTPSConnection):
+    pass
+
+
+class _GuardedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _InsecureHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _InsecureHTTPConnection
+
+
+class _GuardedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+class _WireAdapter(HTTPAdapter):
+    """The token request's adapter.
+
+    A loopback token endpoint is reached directly, never through a proxy (the
+    reason plain http is allowed there is that the bytes never leave the
+    host); plain-http connections must reach a loopback address unless
+    ``allow_insecure_http``; every connection obeys the call's budget.
+    """
+
+    def __init__(self, *, plain_http_loopback_only: bool, **kwargs: Any) -> None:
+        self._loopback_only = plain_http_loopback_only
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _GuardedHTTPPool if self._loopback_only else _InsecureHTTPPool,
+            "https": _GuardedHTTPSPool,
+        }
+
+    __attrs__ = [*HTTPAdapter.__attrs__, "_loopback_only"]  # noqa: RUF012 - what pickling keeps, as in requests
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        if is_loopback_url(request.url or ""):
+            kwargs["proxies"] = {}
+        return super().send(request, *args, **kwargs)
+
+
+def _scrubbed(prepared: requests.PreparedRequest) -> requests.PreparedRequest:
+    """A copy of a token request with its credentials replaced by ``***``: the
+    ``Authorization`` header and the secret fields of the form body."""
+    safe = prepared.copy()
+    headers = CaseInsensitiveDict(prepared.headers)
+    for name in ("Authorization", "Proxy-Authorization"):
+        if name in headers:
+            headers[name] = "***"
+    safe.headers = headers
+    body = prepared.body
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", errors="replace")
+    if isinstance(body, str):
+        fields = parse_qsl(body, keep_blank_values=True)
+        safe.body = urlencode(
+            [(k, "***" if k in _SECRET_FIELDS else v) for k, v in fields], safe="*"
+        )
+    return safe
+
+
+def _hand_out(
+    exc: BaseException, prepared: requests.PreparedRequest, safe: requests.PreparedRequest
+) -> None:
+    """Put ``safe`` in place of ``prepared`` wherever ``exc`` and the
+    exceptions chained to it (``__cause__``, ``__context__``) hold it: their
+    ``request`` and their ``response.request``."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if getattr(err, "request", None) is prepared:
+            err.request = safe  # type: ignore[attr-defined]
+        response = getattr(err, "response", None)
+        if isinstance(response, requests.Response) and response.request is prepared:
+            response.request = safe
+        todo += [err.__cause__, err.__context__]
+
+
+def _spellings(secret: str) -> set[str]:
+    """The ways ``secret`` may be written in a server's answer or an error."""
+    return {
+        secret,
+        quote_plus(secret, safe=""),
+        quote(secret, safe=""),
+        json.dumps(secret)[1:-1],
+    }
+
+
+def _basic_credentials(client_id: str, secret: str) -> set[str]:
+    """The Base64 ``id:secret`` of HTTP Basic, form-encoded (RFC 6749 §2.3.1) or not."""
+    pairs = {f"{_form_encode(client_id)}:{_form_encode(secret)}", f"{client_id}:{secret}"}
+    encoded = {base64.b64encode(p.encode()).decode("ascii") for p in pairs}
+    return encoded | {e.rstrip("=") for e in encoded}
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def _what(url: str) -> str:
+    """What a URL is, for messages: the token endpoint, or a metadata document."""
+    return "metadata URL" if "/.well-known/" in url else "token endpoint"
+
+
+def _urllib3_error(exc: requests.RequestException) -> Exception:
+    """The urllib3 error inside a requests one, for ``Retry.increment`` to classify
+    (connect, read or other), or a ProtocolError when there is none."""
+    for arg in exc.args:
+        reason = getattr(arg, "reason", None)
+        if isinstance(reason, Exception):
+            return reason
+        if isinstance(arg, Exception) and not isinstance(arg, requests.RequestException):
+            return arg
+    return ProtocolError(type(exc).__name__)
+
+
+def _read_limited(response: requests.Response) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(64 * 1024):
+        size += len(chunk)
+        if size > _MAX_BODY:
+            return None
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    response._content = body  # so that exc.response.content works for callers
+    return body
+
+
+def _decode_body(body: bytes, ctype: str) -> object:
+    """The body as JSON, or as a form (some servers, GitHub among them, answer
+    ``application/x-www-form-urlencoded``); ``None`` when it is neither."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        pass
+    if ctype in ("application/x-www-form-urlencoded", "text/plain") and "=" in text:
+        try:
+            return dict(parse_qsl(text.strip(), strict_parsing=True))
+        except ValueError:
+            return None
+    return None
+
+
+_SPACES = re.compile(r"\s+")
+
+
+def _describe_body(
+    body: bytes,
+    ctype: str,
+    redact: Callable[[str, Iterable[str | None]], str],
+    secrets: list[str | None],
+) -> str:
+    text = body.decode("utf-8", errors="replace").strip()
+    if not text:
+        return "empty body"
+    if "html" in ctype or text[:15].lower().startswith(("<!doctype", "<html")):
+        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
+        # The title is the server's text like any other: redacted, then cut.
+        name = _SPACES.sub(" ", redact(title.group(1), secrets)).strip()[:80] if title else ""
+        found = f" titled {name!r}" if name else ""
+        return f"an HTML page{found}"
+    text = _SPACES.sub(" ", redact(text, secrets))
+    return repr(text[:_QUOTE] + ("…" if len(text) > _QUOTE else ""))
+
+
+def _timed_out(exc: requests.RequestException) -> bool:
+    """Whether the request failed for want of an answer in time.
+
+    Once its retries are spent, urllib3 reports a read timeout as a
+    MaxRetryError, which requests turns into a ConnectionError rather than a
+    Timeout: look at the reason inside.
+    """
+    if isinstance(exc, requests.Timeout):
+        return True
+    for arg in exc.args:
+        reason = getattr(arg, "reason", arg)
+        # urllib3 makes "connection refused" a subclass of ConnectTimeoutError.
+        if isinstance(reason, _Urllib3Timeout) and not isinstance(reason, NewConnectionError):
+            return True
+    return False
+
+
+def _root_cause(exc: BaseException) -> str:
+    """A short reason for a transport failure ("Connection refused")."""
+    seen: BaseException = exc
+    while True:
+        nxt = seen.__cause__ or seen.__context__
+        if nxt is None or nxt is seen:
+            break
+        seen = nxt
+    for arg in getattr(exc, "args", ()):
+        reason = getattr(arg, "reason", None)
+        if isinstance(reason, BaseException):
+            seen = reason
+    text = re.sub(r"<[^>]*object at 0x[0-9a-f]+>:?\s*", "", str(seen))
+    # urllib3 starts with "HTTPConnection(host=…, port=…): ", which the URL
+    # in our own message says already.
+    text = re.sub(r"^HTTPS?Connection\([^)]*\):\s*", "", text)
+    return (text or type(seen).__name__)[:_QUOTE]

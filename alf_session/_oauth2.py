@@ -20,18 +20,8 @@ from typing import Any
 from urllib3.util.retry import Retry
 
 from . import client_auth as _auth
-from ._wire import (
-    Scope,
-    Timeout,
-    WireMixin,
-    _budget,
-    _check_timeout,
-    _coerce_retry,
-    _no_auth,
-    _require_str,
-    check_endpoint,
-    normalize_scope,
-)
+from ._transport import Timeout, _budget, _check_timeout, _coerce_retry, check_endpoint
+from ._wire import Scope, WireMixin, _no_auth, _require_str, normalize_scope
 from .errors import ConfigurationError
 from .token import Token
 

@@ -88,7 +88,7 @@ class ServerMetadata:
         Raises:
             DiscoveryError: the document is not acceptable; the message says why.
         """
-        from ._wire import check_endpoint
+        from ._transport import check_endpoint
 
         if not isinstance(document, Mapping):
             raise DiscoveryError(f"metadata at {url} is not a JSON object")
@@ -144,7 +144,7 @@ def check_issuer(issuer: object, *, allow_insecure_http: bool = False) -> str:
         ConfigurationError: not an https URL without query or fragment.
         InsecureTransportError: ``http://`` off loopback without the opt-in.
     """
-    from ._wire import check_endpoint
+    from ._transport import check_endpoint
 
     if not isinstance(issuer, str) or not issuer.strip():
         raise ConfigurationError("issuer must be a URL string such as 'https://idp.example'")

@@ -15,8 +15,9 @@ from :mod:`alf_session`:
   all of them use a returned ``refresh_token`` (§6) when renewing;
 * the client authentication methods (:mod:`alf_session.client_auth`), one
   object per RFC 8414 name;
-* the wire (:mod:`alf_session._wire`): the transport rule, the retried and
-  time-bounded request, the judged answer; and their common base,
+* the wire (:mod:`alf_session._wire`, over :mod:`alf_session._transport`):
+  the transport rule, the retried and time-bounded request, the judged
+  answer; and their common base,
   :class:`OAuth2Provider` (endpoint or issuer, method, storage key).
 """
 
@@ -27,7 +28,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from ._oauth2 import OAuth2Provider
-from ._wire import Scope, Timeout, _root_cause, check_endpoint, default_retry, normalize_scope
+from ._transport import Timeout, check_endpoint, default_retry
+from ._wire import Scope, _root_cause, normalize_scope
 from .errors import ConfigurationError, InvalidTokenResponse, TokenError
 from .grants import ClientCredentials, JwtBearer, PasswordCredentials, TokenExchange
 from .token import Token

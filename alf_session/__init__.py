@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 
+from ._events import TokenEvent
 from .adapter import TokenAdapter
 from .auth import BearerAuth
 from .client_auth import (
@@ -107,6 +108,7 @@ __all__ = [
     "Token",
     "TokenAdapter",
     "TokenError",
+    "TokenEvent",
     "TokenExchange",
     "TokenHTTPError",
     "TokenManager",

@@ -105,6 +105,29 @@ class TokenStorage:
         return f"{type(self).__name__}(prefix={self.prefix!r})"
 
 
+def refuse_async(obj: object, wrapper: str) -> None:
+    """Raise ConfigurationError if ``obj`` is an asynchronous client.
+
+    Its ``get`` would return a coroutine that is never awaited: every read a
+    miss (or garbage), and a RuntimeWarning, instead of a clear error.
+    """
+    import inspect
+
+    get, set_ = getattr(obj, "get", None), getattr(obj, "set", None)
+    # redis.asyncio's commands are plain functions that return coroutines.
+    if (
+        inspect.iscoroutinefunction(get)
+        or inspect.iscoroutinefunction(set_)
+        or ".asyncio" in type(obj).__module__
+    ):
+        from .errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"{wrapper} got the asynchronous {type(obj).__name__}; requests is not: "
+            "pass the synchronous client (redis.Redis rather than redis.asyncio.Redis)"
+        )
+
+
 def lock_key(key: str) -> str:
     """The key of the fetch lock of ``key``: same hash tag, so same cluster slot."""
     return f"{key}:lock"

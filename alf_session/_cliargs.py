@@ -54,9 +54,11 @@ examples:
   alf-session request GET https://api.example/orders --params status=open
   alf-session request POST https://api.example/orders --json '{"sku": "A-1", "qty": 2}'
   alf-session request PUT https://api.example/notes/7 -H 'Content-Type: text/plain' -d @note.txt
+  alf-session request -i --retries 3 --cacert ca.pem GET https://api.internal/health
 
-The response body goes to stdout, the status line to stderr. A 401 is
-answered by one retry with a new token, as TokenSession does.
+The response body goes to stdout (with -i: after the status line and the
+headers), the status line to stderr. A 401 is answered by one retry with a
+new token, as TokenSession does. -v says where the token came from.
 exit status: 0 for 1xx-3xx, 1 for 4xx/5xx or a failure, 2 wrong command line.
 """
 
@@ -86,7 +88,8 @@ def _common_options() -> _Parser:
         "--verbose",
         action="store_true",
         default=argparse.SUPPRESS,
-        help="log what the library does (token fetches, renewals, retries) on stderr",
+        help="log what the library does on stderr: where the token came from (memory, "
+        "storage or the token endpoint), renewals, retries",
     )
     return common
 
@@ -268,6 +271,38 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         default=30.0,
         metavar="SECONDS",
         help="timeout of the request (default: %(default)g)",
+    )
+    request.add_argument(
+        "--retries",
+        type=_bounded_int(0, 10),
+        default=0,
+        metavar="N",
+        help="retry the request up to N times on a connection error or a 429, 502, 503 or "
+        "504 answer, with backoff and Retry-After up to 10 s; methods that are not "
+        "idempotent (POST, PATCH) only when the request never reached the server "
+        "(default: %(default)s)",
+    )
+    output = request.add_argument_group("response")
+    output.add_argument(
+        "-i",
+        "--include",
+        action="store_true",
+        help="print the status line and the response headers before the body, on stdout",
+    )
+    tls = request.add_argument_group("TLS of the API (the token endpoint keeps its own)")
+    verify = tls.add_mutually_exclusive_group()
+    verify.add_argument(
+        "--cacert",
+        metavar="FILE",
+        help="verify the API's certificate with the CA certificates in FILE (PEM) "
+        "instead of the default bundle",
+    )
+    verify.add_argument(
+        "-k",
+        "--insecure",
+        action="store_true",
+        help="do not verify the API's certificate (the token is sent all the same: "
+        "for test servers only)",
     )
 
     demo = commands.add_parser(

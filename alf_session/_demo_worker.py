@@ -128,6 +128,11 @@ def _worker_main(argv: Sequence[str]) -> int:
         elif response.status_code >= 400:
             counts["failed"] += 1
         stop.wait(PAUSE)
+    # A renewal may be on its way to the token server as the demo stops: let
+    # it finish, so that the server's count and this worker's agree.
+    for thread in threading.enumerate():
+        if thread.name == "alf-session-refresh":
+            thread.join(15)
     session.close()
     with lock:
         background_fetches = len(background)

@@ -65,7 +65,13 @@ class EncryptedStorage(TokenStorage):
                 "EncryptedStorage needs the cryptography package: "
                 "pip install 'alf-session[encryption]'"
             ) from None
-        keys = [key] if isinstance(key, (str, bytes)) else list(key)
+        try:
+            keys = [key] if isinstance(key, (str, bytes)) else list(key)
+        except TypeError:
+            raise ConfigurationError(
+                f"EncryptedStorage needs a Fernet key (str or bytes) or a list of them, "
+                f"not {type(key).__name__}"
+            ) from None
         if not keys:
             raise ConfigurationError("EncryptedStorage needs at least one key")
         try:

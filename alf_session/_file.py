@@ -249,7 +249,12 @@ class FileStorage(TokenStorage):
     * a lock file is opened the same way; a planted one is removed and made
       afresh.
 
-    Not for a directory shared between hosts (NFS): use Redis there.
+    Every process that shares the directory must run as the same user (the
+    owner of the directory and of its files). The directory's parents are
+    not checked: a parent that others can write lets them move the directory
+    away and put another in its place, which is noticed only while it is
+    being opened (after that the open handle is used). Not for a directory
+    shared between hosts (NFS): use Redis there.
 
     Args:
         directory: The directory; created (0700) if missing.
@@ -285,6 +290,7 @@ class FileStorage(TokenStorage):
             )
         self.directory = os.path.abspath(path)
         self._dir_fd: int | None = None
+        self._warned_at = -float("inf")
         if os.path.exists(self.directory) and not os.path.isdir(self.directory):
             raise ConfigurationError(f"token storage {self.directory!r} is not a directory")
         try:
@@ -314,11 +320,29 @@ class FileStorage(TokenStorage):
                 "not by this process's user: someone else may have planted it; "
                 "point FileStorage at the real directory"
             )
-        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+        # A symlink of ours (or root's) is configuration and is followed; a
+        # directory is opened without following anything, and must be the one
+        # lstat saw: a symlink swapped in between the two is never followed.
+        linked = stat.S_ISLNK(link.st_mode)
+        flags = os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC | (0 if linked else os.O_NOFOLLOW)
+        try:
+            fd = os.open(self.directory, flags)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            raise ConfigurationError(
+                f"token storage {self.directory!r} was replaced while it was being opened; "
+                "someone else can write its parent directory: use a directory whose "
+                "parents only this user (or root) can write"
+            ) from None
         try:
             st = os.fstat(fd)
-            if not stat.S_ISDIR(st.st_mode):  # pragma: no cover - O_DIRECTORY says so
-                raise ConfigurationError(f"token storage {self.directory!r} is not a directory")
+            if not linked and (st.st_dev, st.st_ino) != (link.st_dev, link.st_ino):
+                raise ConfigurationError(
+                    f"token storage {self.directory!r} was replaced while it was being "
+                    "opened; someone else can write its parent directory: use a directory "
+                    "whose parents only this user (or root) can write"
+                )
             reason = _untrusted(st)
             if reason is not None:
                 raise ConfigurationError(
@@ -372,7 +396,7 @@ class FileStorage(TokenStorage):
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.EMLINK, errno.ENXIO, errno.EACCES):
                 # A symlink (ELOOP; EMLINK on FreeBSD) or a socket in its place.
-                log.warning("ignoring %s in %r: %s", name, self, exc.strerror)
+                self._ignoring(name, exc.strerror or type(exc).__name__)
                 return GARBAGE
             raise
         try:
@@ -382,7 +406,7 @@ class FileStorage(TokenStorage):
             if reason is None and st.st_size > MAX_FILE_BYTES:
                 reason = f"it holds {st.st_size} bytes, more than a token"
             if reason is not None:
-                log.warning("ignoring %s in %r: %s", name, self, reason)
+                self._ignoring(name, reason)
                 return GARBAGE
             data = os.read(fd, MAX_FILE_BYTES + 1)  # one read: a regular file gives all
             if len(data) > MAX_FILE_BYTES:
@@ -390,6 +414,15 @@ class FileStorage(TokenStorage):
             return data.decode("utf-8", "replace")
         finally:
             os.close(fd)
+
+    def _ignoring(self, name: str, reason: str) -> None:
+        # Once a minute at most: a process waiting on the lock reads often.
+        now = time.monotonic()
+        if now - self._warned_at >= 60:
+            self._warned_at = now
+            log.warning("ignoring %s in %r: %s; the next save replaces it", name, self, reason)
+        else:
+            log.debug("ignoring %s in %r: %s", name, self, reason)
 
     def save(self, key: str, value: str, ttl: float | None) -> None:
         expires_at = None if ttl is None else time.time() + ttl
@@ -420,7 +453,14 @@ class FileStorage(TokenStorage):
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as file:
                 file.write(data)
-            os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            try:
+                os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except OSError as exc:
+                if exc.errno not in (errno.EISDIR, errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                # An empty directory in the token's place: garbage, removed.
+                os.rmdir(name, dir_fd=dir_fd)
+                os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
             try:
                 os.unlink(temp, dir_fd=dir_fd)

@@ -311,7 +311,10 @@ class OAuth2Provider(WireMixin):
         prepared = self._session.prepare_request(
             requests.Request("GET", url, headers={"Accept": "application/json"}, auth=_no_auth)
         )
-        response, body = self._exchange(prepared, [], budget=max(left, 0.001))
+        try:
+            response, body = self._exchange(prepared, [], budget=max(left, 0.001))
+        finally:
+            self._close_pools()
         return response.status_code, body
 
     # -- identity ----------------------------------------------------------

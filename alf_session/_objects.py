@@ -22,6 +22,7 @@ from ._base import (
     floor_seconds,
     lock_key,
     new_owner,
+    refuse_async,
     text,
 )
 from ._redis import wrong_type
@@ -79,6 +80,7 @@ class ObjectStorage(TokenStorage):
     """
 
     def __init__(self, obj: Any, *, prefix: str = DEFAULT_PREFIX) -> None:
+        refuse_async(obj, type(self).__name__)
         super().__init__(prefix=prefix)
         self.obj = obj
         self._ttl_keyword = _ttl_keyword(obj.set)
@@ -319,6 +321,45 @@ class DjangoCacheStorage(ObjectStorage):
         self._add_ttl_keyword = "timeout"
         self._lock_by = "add" if self._add is not None else None
         self.can_lock = self._lock_by is not None
+        fault = self._key_fault(lock_key(super().key_for("0" * 64)))
+        if fault is not None:
+            from .errors import ConfigurationError
+
+            raise ConfigurationError(
+                f"the Django cache {type(obj).__name__} cannot take keys made with prefix "
+                f"{prefix!r} ({fault}); use a short prefix of letters, digits and punctuation "
+                "such as 'my-service:'"
+            )
+
+    def _key_fault(self, key: str) -> str | None:
+        """What the cache says against ``key``, if it refuses it (memcached backends do)."""
+        make_key = _method(self.obj, "make_key")
+        validate = _method(self.obj, "validate_key")
+        if make_key is None or validate is None:
+            return None
+        import warnings
+
+        try:
+            from django.core.cache.backends.base import InvalidCacheKey
+        except ImportError:  # pragma: no cover - a Django cache without Django
+            return None
+        with warnings.catch_warnings():
+            # Other backends only warn (CacheKeyWarning) and take the key.
+            warnings.simplefilter("ignore")
+            try:
+                validate(make_key(key))
+            except InvalidCacheKey as exc:
+                return str(exc)[:120]
+        return None
+
+    def key_for(self, name: str) -> str:
+        """The key of the token named ``name``; hashed when the cache would refuse it."""
+        key = super().key_for(name)
+        if self._key_fault(lock_key(key)) is None:
+            return key
+        import hashlib
+
+        return super().key_for(hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest())
 
     def save(self, key: str, value: str, ttl: float | None) -> None:
         # Django reads an absent timeout as its default (300 s) and None as never.

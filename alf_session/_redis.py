@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
-from ._base import DEFAULT_PREFIX, GARBAGE, TokenStorage, decode_errors, lock_key, new_owner, text
+from ._base import (
+    DEFAULT_PREFIX,
+    GARBAGE,
+    TokenStorage,
+    decode_errors,
+    lock_key,
+    new_owner,
+    refuse_async,
+    text,
+)
 
 __all__ = ["RedisStorage", "redis_from_url"]
 
@@ -78,6 +88,7 @@ class RedisStorage(TokenStorage):
                 "RedisStorage needs a synchronous redis client (redis.Redis, "
                 f"redis.cluster.RedisCluster, valkey.Valkey), not {type(client).__name__}"
             )
+        refuse_async(client, "RedisStorage")
         super().__init__(prefix=prefix)
         self.client = client
         self._compare_and_delete = register(_COMPARE_AND_DELETE)
@@ -88,8 +99,13 @@ class RedisStorage(TokenStorage):
         where = ""
         pool = getattr(self.client, "connection_pool", None)
         options = getattr(pool, "connection_kwargs", None)
-        if isinstance(options, dict) and "host" in options:
+        service = getattr(pool, "service_name", None)
+        if isinstance(service, str):  # a Sentinel-managed master
+            where = f"sentinel service {service!r}, "
+        elif isinstance(options, dict) and "host" in options:
             where = f"{options['host']}:{options.get('port', 6379)}/{options.get('db', 0)}, "
+        elif hasattr(self.client, "nodes_manager"):
+            where = "cluster, "
         return f"RedisStorage({where}prefix={self.prefix!r})"
 
     def load(self, key: str) -> str | None:
@@ -175,7 +191,11 @@ def redis_from_url(url: str, *, timeout: float) -> Any:
         # redis-py quotes the bad part (a port, an option); never let that be a password.
         message = str(exc)
         if isinstance(exc, TypeError):
-            message = "unknown option " + message.rpartition(" ")[2] + " in its query"
+            # "... got an unexpected keyword argument 'x'", which Python 3.13
+            # follows with "Did you mean 'y'?": name the option given, not y.
+            found = re.search(r"unexpected keyword argument ('[^']*')", message)
+            option = found.group(1) if found else "in the URL"
+            message = f"unknown option {option} in its query"
         try:
             password = urlsplit(url).password
         except ValueError:
@@ -184,3 +204,124 @@ def redis_from_url(url: str, *, timeout: float) -> Any:
             message = message.replace(password, "***")
         raise ConfigurationError(f"bad redis storage URL: {message}") from None
     return client
+
+
+# Options a redis+sentinel:// URL may carry in its query, and their types.
+_SENTINEL_OPTIONS: dict[str, type] = {
+    "socket_timeout": float,
+    "socket_connect_timeout": float,
+    "sentinel_username": str,
+    "sentinel_password": str,
+}
+
+
+def sentinel_from_url(url: str, *, timeout: float) -> Any:
+    """A redis client of the master that a Redis Sentinel set names.
+
+    ``redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/service[/db]``
+    (``rediss+sentinel://`` for TLS): the sentinels (port 26379 by default),
+    then the name they monitor the master under. The user and password are
+    the master's; ``?sentinel_password=…`` (and ``sentinel_username``) when
+    the sentinels want their own. ``?socket_timeout=`` and
+    ``?socket_connect_timeout=`` override ``timeout``, which also bounds each
+    question to a sentinel. The client is redis-py's ``Sentinel(...)
+    .master_for(service)``: after a failover, its next connection goes to
+    the master the sentinels name then.
+    """
+    from urllib.parse import parse_qsl, unquote
+
+    from .errors import ConfigurationError
+
+    try:
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
+        from redis.sentinel import Sentinel
+    except ImportError:
+        raise ConfigurationError(
+            "redis+sentinel:// storage needs the redis package: pip install 'alf-session[redis]'"
+        ) from None
+    scheme, _, rest = url.partition("://")
+    tls = scheme.lower() == "rediss+sentinel"
+    netloc, _, tail = rest.partition("/")
+    path, _, query = tail.partition("?")
+    path = path.partition("#")[0]
+    userinfo, at, hosts = netloc.rpartition("@")
+    if not at:
+        userinfo, hosts = "", netloc
+    user, _, password = userinfo.partition(":")
+    sentinels: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        host, port = _host_port(item.strip(), 26379)
+        sentinels.append((host, port))
+    segments = [unquote(s) for s in path.split("/") if s]
+    if not segments or len(segments) > 2:
+        raise ConfigurationError(
+            "a redis+sentinel:// URL names the master's service after the sentinels: "
+            "redis+sentinel://host1:26379,host2:26379/mymaster[/db]"
+        )
+    service = segments[0]
+    db = 0
+    if len(segments) == 2:
+        if not segments[1].isdigit():
+            raise ConfigurationError("the database of a redis+sentinel:// URL is a number")
+        db = int(segments[1])
+    options: dict[str, Any] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        kind = _SENTINEL_OPTIONS.get(name)
+        if kind is None:
+            raise ConfigurationError(
+                f"bad redis+sentinel:// storage URL: unknown option {name!r} in its query "
+                f"(known: {', '.join(sorted(_SENTINEL_OPTIONS))})"
+            )
+        try:
+            options[name] = kind(value)
+        except ValueError:
+            raise ConfigurationError(
+                f"bad redis+sentinel:// storage URL: {name} must be a number of seconds"
+            ) from None
+    socket_timeout = options.get("socket_timeout", timeout)
+    connect_timeout = options.get("socket_connect_timeout", timeout)
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+    }
+    if "sentinel_password" in options:
+        sentinel_kwargs["password"] = options["sentinel_password"]
+    if "sentinel_username" in options:
+        sentinel_kwargs["username"] = options["sentinel_username"]
+    if tls:
+        sentinel_kwargs["ssl"] = True
+    master: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+        "db": db,
+    }
+    if user:
+        master["username"] = unquote(user)
+    if password:
+        master["password"] = unquote(password)
+    if tls:
+        master["ssl"] = True
+    sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs, **master)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+    return sentinel.master_for(service)  # type: ignore[no-untyped-call]  # likewise
+
+
+def _host_port(item: str, default: int) -> tuple[str, int]:
+    from .errors import ConfigurationError
+
+    if item.startswith("["):  # [IPv6]:port
+        host, _, port = item[1:].partition("]")
+        port = port.removeprefix(":")
+    else:
+        host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
+    if not host:
+        raise ConfigurationError(
+            "a redis+sentinel:// URL lists its sentinels as host:port, separated by commas"
+        )
+    if not port:
+        return host, default
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        # The port only: the rest of the URL may hold a password.
+        raise ConfigurationError(f"bad sentinel port {port[:10]!r} in a redis+sentinel:// URL")
+    return host, int(port)

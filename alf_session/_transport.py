@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import ssl
 import threading
 import time
 from typing import Any
@@ -276,24 +277,22 @@ class _RefusedPeer(Exception):  # internal; not an OSError, so urllib3 won't ret
 
 
 class _Cancelled(Exception):  # internal; not an OSError, so urllib3 won't retry it
-    """The token request ran out of its budget; no new connection is made."""
+    """The token request's budget ran out before a new connection."""
 
 
 class _Call:
-    """One token request in flight: its deadline and the sockets it uses.
+    """The deadline of one token request, found by its thread in ``_Call.local``.
 
-    Its thread finds it in ``_Call.local``; the connections below register
-    their sockets with it, and :meth:`cancel` shuts them down, which ends any
-    read they are blocked in.
+    The token connections below give every socket operation (connect, send,
+    each read) at most what is left of it, and make no new connection once it
+    has passed: the whole request is bounded without a watchdog thread. Name
+    resolution is left to the system resolver and its own timeouts.
     """
 
     local = threading.local()
 
     def __init__(self, budget: float) -> None:
         self.deadline = time.monotonic() + budget
-        self.cancelled = False
-        self._lock = threading.Lock()
-        self._watched: list[Any] = []
 
     @classmethod
     def current(cls) -> _Call | None:
@@ -302,44 +301,79 @@ class _Call:
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
 
-    def watch(self, conn: Any) -> None:
-        """Shut ``conn`` (a socket, or a connection with ``.sock``) at cancel."""
-        with self._lock:
-            if not self.cancelled:
-                self._watched.append(conn)
-                return
-        _shut(conn)
-        raise _Cancelled("token request cancelled: token_timeout ran out")
 
-    def cancel(self) -> None:
-        with self._lock:
-            self.cancelled = True
-            watched, self._watched = self._watched, []
-        for conn in watched:
-            _shut(conn)
-
-
-def _shut(conn: Any) -> None:
-    sock = conn if isinstance(conn, socket.socket) else getattr(conn, "sock", None)
-    if sock is None:
+def _arm(sock: socket.socket) -> None:
+    """Cap ``sock``'s timeout at what is left of its thread's token request."""
+    call = _Call.current()
+    if call is None:
         return
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # closed already, or never connected
+    left = call.remaining()
+    if left <= 0:
+        raise TimeoutError("token_timeout ran out")
+    current = sock.gettimeout()
+    if current is None or current > left:
+        sock.settimeout(left)
+
+
+class _DeadlineSocket(socket.socket):
+    """A socket whose every send and receive obeys the token request's deadline."""
+
+    __slots__ = ()
+
+    def recv(self, *args: Any) -> bytes:
+        _arm(self)
+        return super().recv(*args)
+
+    def recv_into(self, *args: Any) -> int:
+        _arm(self)
+        return super().recv_into(*args)
+
+    def send(self, *args: Any) -> int:
+        _arm(self)
+        return super().send(*args)
+
+    def sendall(self, *args: Any) -> None:
+        _arm(self)
+        super().sendall(*args)
+
+
+class _DeadlineSSLSocket(ssl.SSLSocket):
+    """The TLS counterpart of :class:`_DeadlineSocket`."""
+
+    def recv(self, *args: Any) -> bytes:
+        _arm(self)
+        return super().recv(*args)
+
+    def recv_into(self, *args: Any) -> int:
+        _arm(self)
+        return super().recv_into(*args)
+
+    def send(self, *args: Any) -> int:
+        _arm(self)
+        return super().send(*args)
+
+    def sendall(self, *args: Any) -> None:
+        _arm(self)
+        super().sendall(*args)
 
 
 class _GuardMixin:
-    """What a token connection checks: the call's budget, and for plain http
-    without ``allow_insecure_http``, that the peer is a loopback address."""
+    """What a token connection checks: the request's deadline, and for plain
+    http without ``allow_insecure_http``, that the peer is a loopback address."""
 
     loopback_only = False
     sock: Any
+    timeout: Any
 
     def _new_conn(self) -> socket.socket:
         call = _Call.current()
-        if call is not None and call.cancelled:
-            raise _Cancelled("token request cancelled: token_timeout ran out")
+        if call is not None:
+            left = call.remaining()
+            if left <= 0:
+                raise _Cancelled("token_timeout ran out before a new connection")
+            timeout = getattr(self, "timeout", None)
+            if timeout is None or (isinstance(timeout, (int, float)) and timeout > left):
+                self.timeout = left  # the connect timeout, capped too
         sock: socket.socket = super()._new_conn()  # type: ignore[misc]
         if self.loopback_only:
             try:
@@ -354,15 +388,14 @@ class _GuardMixin:
                     "text, so nothing was sent. Use https://, or pass allow_insecure_http=True "
                     "if the network is trusted."
                 )
-        if call is not None:
-            call.watch(sock)
+        if type(sock) is socket.socket:
+            sock.__class__ = _DeadlineSocket
         return sock
 
-    def request(self, *args: Any, **kwargs: Any) -> Any:
-        call = _Call.current()
-        if call is not None:
-            call.watch(self)  # a pooled connection, made by an earlier call
-        return super().request(*args, **kwargs)  # type: ignore[misc]
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        if type(self.sock) is ssl.SSLSocket:
+            self.sock.__class__ = _DeadlineSSLSocket
 
 
 class _GuardedHTTPConnection(_GuardMixin, HTTPConnection):

@@ -23,7 +23,6 @@ import base64
 import json
 import logging
 import re
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, quote_plus, urlencode
@@ -38,6 +37,7 @@ from ._transport import (
     Timeout,
     _budget,
     _Call,
+    _Cancelled,
     _RefusedPeer,
     _WireAdapter,
     check_endpoint,
@@ -228,6 +228,8 @@ class WireMixin:
         except TokenError as exc:
             _hand_out(exc, prepared, safe)
             raise
+        finally:
+            self._close_pools()
         response.request = safe
         if body is None:
             raise TokenHTTPError(
@@ -247,79 +249,56 @@ class WireMixin:
     ) -> tuple[requests.Response, bytes | None]:
         """Send the request and read its answer, all within ``timeout``.
 
-        The exchange (DNS, connecting, sending, every byte of the answer,
-        retries and their pauses) runs in a short-lived thread; the caller
-        waits for it at most the budget (``timeout``, or connect + read), then
-        closes its connection and raises :class:`TokenRequestTimeout`. Per-read
-        timeouts alone would let a server that trickles one byte at a time hold
-        the caller, and through the single flight every other thread, forever.
+        Connecting, sending, every byte of the answer, and the retries with
+        their pauses share one deadline (``timeout``, or connect + read, or
+        ``budget``): each socket operation of the request waits at most what
+        is left of it (see :class:`~alf_session._transport._Call`), so a server
+        that trickles one byte at a time cannot hold the caller, nor through
+        the single flight every other thread. Per-read timeouts alone would
+        let it. No thread is started for this.
 
         With ``rebuild``, each retry sends ``rebuild()`` instead of the same
         request again (see :meth:`_send_rebuilding`).
         """
         url = prepared.url or ""
-        budget = _budget(self.timeout) if budget is None else budget
-        call = _Call(budget)
+        call = _Call(_budget(self.timeout) if budget is None else budget)
         settings = self._session.merge_environment_settings(
             prepared.url, dict(self.proxies or {}), True, self.verify, self.cert
         )
-        box: list[tuple[bool, Any]] = []
-
-        def run() -> None:
-            _Call.local.call = call
+        _Call.local.call = call
+        try:
+            if rebuild is None:
+                response = self._session.send(
+                    prepared, timeout=self.timeout, allow_redirects=False, **settings
+                )
+            else:
+                response = self._send_rebuilding(prepared, rebuild, settings)
             try:
-                if rebuild is None:
-                    response = self._session.send(
-                        prepared, timeout=self.timeout, allow_redirects=False, **settings
-                    )
-                else:
-                    response = self._send_rebuilding(prepared, rebuild, settings)
-                try:
-                    result = (response, _read_limited(response))
-                except requests.RequestException as exc:
-                    if exc.response is None:
-                        exc.response = response  # a broken-off answer still had a status
-                    raise
-                finally:
-                    response.close()
-                box.append((True, result))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                box.append((False, exc))
+                return response, _read_limited(response)
+            except requests.RequestException as exc:
+                if exc.response is None:
+                    exc.response = response  # a broken-off answer still had a status
+                raise
             finally:
-                _Call.local.call = None
-
-        worker = threading.Thread(target=run, name="alf-session-token-request", daemon=True)
-        worker.start()
-        worker.join(budget)
-        if not box:
-            call.cancel()
-            # Same words as a read timeout: which of the two fires first at
-            # the budget is a race, and the user's remedy is the same.
-            raise TokenRequestTimeout(
-                f"{_what(url)} {url} did not answer within {self._timeout_text()}; "
-                "check that it is up, or raise token_timeout"
-            )
-        ok, value = box[0]
-        if ok:
-            return value  # type: ignore[no-any-return]
-        exc = value
-        if isinstance(exc, _RefusedPeer):
+                response.close()
+        except _RefusedPeer as exc:
             raise InsecureTransportError(str(exc)) from None
-        if isinstance(exc, requests.RequestException):
-            response = exc.response
-            if _timed_out(exc):
+        except (requests.RequestException, _Cancelled) as exc:
+            if isinstance(exc, _Cancelled) or call.remaining() <= 0 or _timed_out(exc):
+                # Same words whichever ran out: the whole budget or one read.
                 raise TokenRequestTimeout(
                     f"{_what(url)} {url} did not answer within {self._timeout_text()}; "
                     "check that it is up, or raise token_timeout"
                 ) from exc
-            if response is not None:
+            if exc.response is not None:
                 raise TokenRequestError(
                     f"{_what(url)} {url} broke off its answer: {type(exc).__name__}",
-                    response=response,
+                    response=exc.response,
                 ) from exc
             reason = self._redact(_root_cause(exc), secrets)
             raise TokenRequestError(f"could not reach {_what(url)} {url}: {reason}") from exc
-        raise exc
+        finally:
+            _Call.local.call = None
 
     def _send_rebuilding(
         self,
@@ -362,6 +341,17 @@ class WireMixin:
             response.close()
             retry.sleep(response.raw)
             prepared = rebuild()
+
+    def _close_pools(self) -> None:
+        # No socket is kept between fetches: a credential asks once per
+        # token lifetime (minutes to hours), far longer than identity
+        # providers keep an idle connection open, so a pooled socket would
+        # only hold a descriptor (one per credential in a gateway) and go
+        # stale. Retries within this fetch still reuse the connection.
+        self._session.close()
+        single = self.__dict__.get("_single")
+        if single is not None:
+            single.close()
 
     @property
     def _single_session(self) -> requests.Session:

@@ -23,12 +23,16 @@ import os
 import re
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import requests
+import requests.adapters
+import urllib3
+from urllib3.util.retry import Retry
 
 from ._cliargs import UsageError, build_parser
 from ._wire import _root_cause
@@ -38,6 +42,8 @@ from .providers import ClientCredentials
 from .token import Token
 
 __all__ = ["main"]
+
+log = logging.getLogger("alf_session.cli")
 
 ENV_VARS = {
     "token_endpoint": "ALF_TOKEN_ENDPOINT",
@@ -73,21 +79,25 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     parser = build_parser(prog)
     debug = False
     secrets: list[str] = []
+    args: argparse.Namespace | None = None
     try:
         try:
-            args = parser.parse_args(argv)
+            args, unknown = parser.parse_known_args(argv)
         except SystemExit as exc:  # --help and --version
             return exc.code if isinstance(exc.code, int) else EXIT_OK
+        if unknown:  # said here, so that the hint names the command's --help
+            raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")
         debug = bool(getattr(args, "debug", False))
         _configure_logging(parser.prog, debug=debug, verbose=bool(getattr(args, "verbose", False)))
         if args.command is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
         args.secrets = secrets
+        args.prog = parser.prog
         status: int = _COMMANDS[args.command](args)
         return status
     except UsageError as exc:
-        _report(parser.prog, f"error: {exc}", secrets)
+        _report(parser.prog, f"error: {_with_help_hint(str(exc), parser.prog, args)}", secrets)
         return EXIT_USAGE
     except KeyboardInterrupt:
         _report(parser.prog, "interrupted", secrets)
@@ -99,9 +109,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the one place every failure becomes one line
         if debug:
             traceback.print_exc()
-        status = EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_FAILURE
+        if isinstance(exc, ConfigurationError):
+            message = _with_help_hint(_describe(exc), parser.prog, args)
+            _report(parser.prog, f"error: {message}", secrets)
+            return EXIT_USAGE
         _report(parser.prog, f"error: {_describe(exc)}", secrets)
-        return status
+        return EXIT_FAILURE
 
 
 # -- commands -----------------------------------------------------------------
@@ -111,7 +124,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
     if args.show_refresh_token and not args.json:
         raise UsageError("--show-refresh-token only applies with --json")
     manager = _manager(args)
-    token = manager.force_refresh() if args.refresh else manager.get_token()
+    token = _obtain(manager, refresh=args.refresh)
     if args.json:
         print(json.dumps(token_as_json(token, refresh_token=args.show_refresh_token), indent=2))
     else:
@@ -155,38 +168,137 @@ def _cmd_request(args: argparse.Namespace) -> int:
     if not re.fullmatch(r"[A-Z][A-Z0-9_-]*", method):
         raise UsageError(f"{args.method!r} is not an HTTP method such as GET or POST")
 
+    _check_url(args.url, params)
+    verify: bool | str = True
+    if args.cacert is not None:
+        if not os.path.isfile(args.cacert):
+            raise UsageError(f"--cacert {args.cacert}: no such file")
+        verify = args.cacert
+    elif args.insecure:
+        verify = False
+        print(
+            f"{args.prog}: warning: --insecure: the API's certificate is not verified, "
+            "and the token is sent to whoever answers",
+            file=sys.stderr,
+        )
+
     manager = _manager(args)
+    if not any(name.lower() == "authorization" for name in headers):
+        _obtain(manager, refresh=False)  # here, so that -v says where it came from
     with TokenSession(token_manager=manager) as session:
         # A token bound to the client certificate (RFC 8705) is good only with it.
         session.cert = getattr(manager.provider, "cert", None)
+        if args.retries:
+            for prefix in ("https://", "http://"):
+                session.mount(prefix, requests.adapters.HTTPAdapter(max_retries=_retry(args)))
         try:
-            response = session.request(
-                method, args.url, headers=headers, params=params, data=data, timeout=args.timeout
-            )
+            with warnings.catch_warnings():
+                # -k was asked for and said so once, above; not once per request.
+                warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+                response = session.request(
+                    method,
+                    args.url,
+                    headers=headers,
+                    params=params,
+                    data=data,
+                    timeout=args.timeout,
+                    # Per request: requests lets REQUESTS_CA_BUNDLE override a
+                    # session's verify, but not a request's (psf/requests#3829).
+                    verify=verify,
+                )
+        except TokenError:
+            raise  # also a RequestException (a token request's Timeout too): not the API's
         except requests.exceptions.InvalidURL as exc:
             raise UsageError(f"{args.url!r} is not a URL requests can use ({exc})") from None
         except (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema):
             raise UsageError(f"{args.url!r} is not an http:// or https:// URL") from None
+        except requests.exceptions.SSLError as exc:
+            raise Failure(
+                f"could not verify {args.url}: {_root_cause(exc)} (--cacert FILE names the CA "
+                "certificates to trust; -k skips the check)"
+            ) from None
         except requests.Timeout:
             raise Failure(f"{args.url} did not answer within {args.timeout:g}s") from None
+        except requests.exceptions.RetryError as exc:
+            raise Failure(
+                f"{args.url} failed after --retries {args.retries}: {_root_cause(exc)}"
+            ) from None
         except requests.ConnectionError as exc:
             raise Failure(f"could not reach {args.url}: {_root_cause(exc)}") from None
         out = sys.stdout.buffer
+        if args.include:
+            out.write(_head(response))
         content = response.content
         out.write(content)
         if content and not content.endswith(b"\n") and sys.stdout.isatty():
             out.write(b"\n")
         out.flush()
-    note = (
-        " (after one retry: the first token was refused with 401)"
-        if response.history and (response.history[0].status_code == 401)
-        else ""
-    )
-    print(
-        f"HTTP {response.status_code} {response.reason or ''}".rstrip() + note,
-        file=sys.stderr,
-    )
+    retried = bool(response.history) and response.history[0].status_code == 401
+    note = " (after one retry: the first token was refused with 401)" if retried else ""
+    if not args.include:
+        print(
+            f"HTTP {response.status_code} {response.reason or ''}".rstrip() + note,
+            file=sys.stderr,
+        )
+    elif note:
+        print(f"{args.prog}: {note.strip(' ()')}", file=sys.stderr)
     return EXIT_OK if response.status_code < 400 else EXIT_FAILURE
+
+
+def _check_url(url: str, params: list[tuple[str, str]]) -> None:
+    """A URL requests cannot send to is a wrong command line (exit 2), found
+    before any token is asked for."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise UsageError(f"{url!r} is not an http:// or https:// URL")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        requests.PreparedRequest().prepare_url(url, params)
+    except (ValueError, requests.exceptions.RequestException) as exc:
+        raise UsageError(f"{url!r} is not a valid URL ({_root_cause(exc)})") from None
+    if not parts.hostname or any(c.isspace() for c in url) or port == 0:
+        raise UsageError(f"{url!r} is not a valid URL (no host, or a space in it)")
+
+
+def _retry(args: argparse.Namespace) -> Retry:
+    """--retries N for the API request: transient failures only, bounded waits."""
+    from ._transport import _BoundedRetry
+
+    return _BoundedRetry(
+        total=args.retries,
+        backoff_factor=0.5,
+        status_forcelist=(429, 502, 503, 504),
+        respect_retry_after_header=True,
+        raise_on_status=False,  # the last answer is printed, as without retries
+    )
+
+
+def _head(response: requests.Response) -> bytes:
+    """The status line and headers, as ``curl -i`` and httpie print them."""
+    version = {10: "HTTP/1.0", 11: "HTTP/1.1", 20: "HTTP/2"}.get(
+        getattr(response.raw, "version", 11), "HTTP/1.1"
+    )
+    lines = [f"{version} {response.status_code} {response.reason or ''}".rstrip()]
+    lines += [f"{name}: {value}" for name, value in response.headers.items()]
+    return ("\n".join(lines) + "\n\n").encode("latin-1", "replace")
+
+
+def _obtain(manager: TokenManager, *, refresh: bool) -> Token:
+    """Get the token; log (``-v``) whether it came from memory, storage or the endpoint."""
+    before = manager.stats
+    token = manager.force_refresh() if refresh else manager.get_token()
+    after = manager.stats
+    if after.fetches > before.fetches:
+        source = f"the token endpoint {getattr(manager.provider, 'token_endpoint', '')}".rstrip()
+    elif after.storage_hits > before.storage_hits:
+        source = f"the storage {manager.storage!r}"
+    else:
+        source = "memory"
+    remaining = token.expires_in
+    expires = "unknown" if remaining is None else f"{max(0, remaining):.0f}s"
+    log.info("token %s came from %s; expires in %s", token.fingerprint, source, expires)
+    return token
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -312,6 +424,15 @@ def _read_value(value: str, option: str) -> bytes:
         raise UsageError(
             f"cannot read {option} file {path}: {exc.strerror or type(exc).__name__}"
         ) from None
+
+
+def _with_help_hint(message: str, prog: str, args: argparse.Namespace | None) -> str:
+    """Point a usage error to the help of the command that was used."""
+    if "--help'" in message:
+        return message  # argparse's own errors say it already
+    command = getattr(args, "command", None)
+    where = f"{prog} {command}" if command else prog
+    return f"{message} (see '{where} --help')"
 
 
 class _LogFormatter(logging.Formatter):

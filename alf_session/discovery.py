@@ -303,6 +303,8 @@ def _plain_fetch(
                 return response.status_code, b"".join(chunks)
             finally:
                 response.close()
+    except DiscoveryError:
+        raise  # a TokenError is a requests.RequestException too
     except requests.RequestException as exc:
         raise DiscoveryError(f"could not fetch metadata from {url}: {type(exc).__name__}") from exc
 

@@ -18,25 +18,30 @@ How it decides, per call of :meth:`TokenManager.get_token`:
    ``Retry-After``, else for 1 s, then 2, 4, … up to ``failure_ttl`` while it
    lasts. A token obtained ends the memory and the backoff.
 
-Storage calls are bounded in time and never fail a request: on a fault the
-manager counts it, warns once per interval, skips the storage for a few
-seconds, and carries on with its memory and the token endpoint.
+:meth:`TokenManager.aget_token` takes steps 1 and 2 in the event loop, and
+step 3 in a thread that all waiting tasks share and that queues for the same
+single-flight lock as threads do (see ``_async.py``).
+
+Every storage call goes through the storage guard (:mod:`alf_session._guard`):
+bounded in time without a thread per call, skipped while the storage is known
+to fail, writes the caller does not need queued off its path, one warning per
+outage. A storage fault never fails a request: the manager carries on with its
+memory and the token endpoint.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
-import json
 import logging
 import math
 import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
-from . import _fork
+from . import _events, _fork
+from ._guard import StorageGuard
 from .errors import (
     ConfigurationError,
     InvalidTokenResponse,
@@ -53,14 +58,11 @@ __all__ = ["TokenManager", "TokenStats"]
 
 log = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
 _INF = math.inf
 
 # A freshly fetched token is reused for at least this long, even if the server
 # (or a skewed clock) says it is already expiring: no tight fetch loop, ever.
 _MIN_REUSE = 1.0
-# A storage fault, or garbage under our key, is logged at most this often.
-_WARN_INTERVAL = 60.0
 # Longest TTL given to the storage (ten years).
 _MAX_STORE_TTL = 10 * 365 * 24 * 3600.0
 # How many of its latest tokens a manager recognises in a 401's request: a
@@ -161,8 +163,17 @@ def _retry_after(exc: TokenError, now: float) -> float | None:
         return None
 
 
-class _StorageFault(Exception):
-    """A storage call failed or timed out (internal)."""
+class _Counters:
+    """The counters of :class:`TokenStats` but ``hits``; changed under the manager's ``_mutex``."""
+
+    __slots__ = ("fetches", "refreshes", "retries_on_401", "storage_errors", "storage_hits")
+
+    def __init__(self) -> None:
+        self.fetches = 0
+        self.refreshes = 0
+        self.retries_on_401 = 0
+        self.storage_errors = 0
+        self.storage_hits = 0
 
 
 class TokenManager:
@@ -200,6 +211,13 @@ class TokenManager:
             ``cache_key``. Required with storage for a provider without one.
         clock: Returns the time in UNIX seconds; inject one in tests. A
             provider with a ``clock`` attribute left at its default gets it too.
+        on_event: Called with a :class:`~alf_session.TokenEvent` when a token
+            is fetched, renewed, taken from the storage, invalidated or
+            refused with 401, when a token request fails, and when the
+            storage fails or recovers; never for a request served from
+            memory. Called in order from one background thread, never from a
+            request's thread or under a lock; an exception it raises is
+            logged and changes nothing else. *(Added in 0.2.)*
 
     Thread-safety: one manager serves all threads of a process. Fork-safety:
     a forked child gets new locks and no refresher thread, and keeps the
@@ -224,6 +242,7 @@ class TokenManager:
         storage_retry_interval: float = 5.0,
         key: str | None = None,
         clock: Callable[[], float] = time.time,
+        on_event: Callable[[_events.TokenEvent], object] | None = None,
     ) -> None:
         self.provider = as_provider(provider)
         self.storage: TokenStorage | None = None if storage is None else as_storage(storage)
@@ -263,6 +282,12 @@ class TokenManager:
             self.provider.clock = clock  # type: ignore[attr-defined]  # checked just above
 
         name: object = key if key is not None else getattr(self.provider, "cache_key", None)
+        self._events = _events._Emitter(
+            on_event,
+            _events.credential_fingerprint(
+                name if isinstance(name, str) and name else repr(self.provider)
+            ),
+        )
         if self.storage is not None:
             if not isinstance(name, str) or not name:
                 raise ConfigurationError(
@@ -274,29 +299,40 @@ class TokenManager:
 
                 name = hashlib.sha256(key.encode()).hexdigest()
             self._key: str | None = self.storage.key_for(name)
+            self._guard: StorageGuard | None = StorageGuard(
+                self.storage,
+                self._key,
+                timeout=self.storage_timeout,
+                retry_interval=self.storage_retry_interval,
+                count_error=self._count_storage_error,
+                on_recover=self._storage_recovered,
+            )
         else:
             self._key = None
+            self._guard = None
 
         self._entry: _Entry | None = None
         self._failure: _Failure | None = None
         self._outages = 0  # transient failures in a row, for the backoff
-        self._rejected: str | None = None  # access token an API refused (401)
+        # Access tokens an API refused (401), latest last: never taken from the
+        # storage again. Several: a refused token can outlive its deletion in
+        # the storage (deleted off the request path, or while it was down).
+        self._rejected: dict[str, None] = {}
         # The last tokens handed out, by header value: a 401 names the token it
         # refused by the header the request carried (see _token_for_header).
         self._handed: dict[str, Token] = {}
-        self._storage_down_until = 0.0  # time.monotonic()
-        self._storage_warned_at = -_INF
-        self._garbage_warned_at = -_INF
-        self._storage_failing = False
-        self._counts = [0, 0, 0, 0, 0, 0]  # in TokenStats order; hits are counted apart
+        self._counts = _Counters()
         self._start_hit_counter(0)
         self._init_locks()
         _fork.register(self)
+        _events.register(self)
 
     def _init_locks(self) -> None:
         self._flight = threading.Lock()  # held across one fetch, by one thread
         self._mutex = threading.Lock()  # short critical sections only
         self._refreshing = False
+        # Calls that tasks await, by what they do: one thread runs each (_async.py).
+        self._async_flights: dict[object, Any] = {}
 
     def _after_fork(self) -> None:
         # A parent thread may have held a lock or been refreshing at fork():
@@ -328,7 +364,15 @@ class TokenManager:
         state = self.__dict__.copy()
         with self._mutex:
             state["_hit_counter"] = self._hits()
-        for name in ("_flight", "_mutex", "_refreshing", "_failure", "_hit", "_hit_reads"):
+        for name in (
+            "_flight",
+            "_mutex",
+            "_refreshing",
+            "_async_flights",
+            "_failure",
+            "_hit",
+            "_hit_reads",
+        ):
             state.pop(name, None)
         return state
 
@@ -339,6 +383,7 @@ class TokenManager:
         self._start_hit_counter(hits)
         self._init_locks()
         _fork.register(self)
+        _events.register(self)
 
     def __repr__(self) -> str:
         store = "memory" if self.storage is None else repr(self.storage)
@@ -350,9 +395,15 @@ class TokenManager:
     def stats(self) -> TokenStats:
         """The counters, as a :class:`TokenStats` snapshot."""
         with self._mutex:
-            counts = list(self._counts)
-            counts[1] = self._hits()
-        return TokenStats(*counts)
+            counts = self._counts
+            return TokenStats(
+                fetches=counts.fetches,
+                hits=self._hits(),
+                refreshes=counts.refreshes,
+                retries_on_401=counts.retries_on_401,
+                storage_errors=counts.storage_errors,
+                storage_hits=counts.storage_hits,
+            )
 
     def get_token(self) -> Token:
         """A valid token: from memory, from storage or freshly fetched.
@@ -374,6 +425,39 @@ class TokenManager:
                 return entry.token
         return self._get_token_slow()
 
+    async def aget_token(self) -> Token:
+        """:meth:`get_token` for async code: never blocks the event loop.
+
+        A token valid in memory is returned at once, by the same lock-free read
+        as :meth:`get_token`, and renewal ahead of expiry starts in the
+        background the same way. Otherwise the task awaits one fetch that runs
+        off the loop: the single-flight wait, the shared storage and its lock,
+        and the token request all happen in a thread, and the event loop keeps
+        running meanwhile. Threads and tasks share one single flight: however
+        many of each need a token at once, one request goes to the endpoint.
+        Works under asyncio and trio (so with httpx on either, through anyio).
+
+        Raises:
+            TokenError: no token could be obtained (as for :meth:`get_token`).
+            TokenTimeout: another fetch took longer than ``max_wait``.
+            RuntimeError: not awaited in a running asyncio or trio event loop.
+
+        .. versionadded:: 0.2
+        """
+        entry = self._entry
+        if entry is not None:
+            now = self._clock()
+            if now < entry.refresh_at:
+                self._hit()
+                return entry.token
+            if now < entry.stale_at:
+                self._hit()
+                self._refresh_in_background(entry)
+                return entry.token
+        from ._async import slow_token  # the slow path only: keeps asyncio out of the import
+
+        return await slow_token(self)
+
     def invalidate(self, token: Token | None = None) -> None:
         """Drop the cached token, in memory and in storage.
 
@@ -382,23 +466,24 @@ class TokenManager:
                 process already cached is kept. ``None`` drops whatever is
                 cached.
         """
+        self._invalidate(token, wait=True)
+
+    def _invalidate(self, token: Token | None, *, wait: bool) -> None:
+        """:meth:`invalidate`; ``wait=False`` leaves the storage's part to its worker."""
         with self._mutex:
             entry = self._entry
             if token is None or (entry is not None and entry.token == token):
                 self._entry = None
             if token is not None:
-                self._rejected = token.access_token
+                rejected = self._rejected
+                rejected[token.access_token] = None
+                while len(rejected) > _HANDED_KEPT:
+                    del rejected[next(iter(rejected))]
             self._failure = None
-        if self.storage is not None and self._key is not None:
-            key = self._key
-            if token is None:
-                self._storage_call(lambda: self.storage.delete(key))  # type: ignore[union-attr]
-            else:
-                raw = self._storage_call(lambda: self.storage.load(key))  # type: ignore[union-attr]
-                if isinstance(raw, str) and self._decode(raw) == token:
-                    # Compare-and-delete: atomic where the storage can do it,
-                    # so a newer token stored meanwhile survives.
-                    self._storage_call(lambda: self.storage.delete(key, raw))  # type: ignore[union-attr]
+        dropped = token if token is not None else entry.token if entry is not None else None
+        self._events.emit_token("invalidated", dropped, self._clock())
+        if self._guard is not None:
+            self._guard.delete(token, wait=wait)
         log.debug(
             "invalidated %s", "cached token" if token is None else f"token {token.fingerprint}"
         )
@@ -415,16 +500,20 @@ class TokenManager:
             entry = self._entry
             token = self._fetch(entry.token if entry else None)
             self._adopt(token, fetched=True)
-            self._store(token)
+            self._store(token, wait=True)
             return token
         finally:
             self._flight.release()
 
     # -- internals ---------------------------------------------------------
 
-    def _count(self, index: int, n: int = 1) -> None:
+    def _count_storage_error(self, reason: str) -> None:
         with self._mutex:
-            self._counts[index] += n
+            self._counts.storage_errors += 1
+        self._events.emit("storage_fault", self._clock(), error=reason[:200])
+
+    def _storage_recovered(self) -> None:
+        self._events.emit("storage_recovered", self._clock())
 
     def _token_for_header(self, value: str | None) -> Token | None:
         """The token this manager handed out whose header value is ``value``.
@@ -438,10 +527,16 @@ class TokenManager:
             return self._handed.get(value)
 
     def _replace_refused(self, token: Token) -> Token:
-        """An API answered 401 to ``token``: drop it (only it) and get another."""
-        self.invalidate(token)
+        """An API answered 401 to ``token``: drop it (only it) and get another.
+
+        The storage's copy is deleted off the request path: this process
+        won't take the refused token from the storage meanwhile (``_rejected``).
+        """
+        self._invalidate(token, wait=False)
         new_token = self.get_token()
-        self._count(3)
+        with self._mutex:
+            self._counts.retries_on_401 += 1
+        self._events.emit_token("retried_401", token, self._clock())
         log.info(
             "API answered 401 to token %s; retrying once with token %s",
             token.fingerprint,
@@ -524,7 +619,8 @@ class TokenManager:
                 if self._entry is not entry:
                     return  # renewed (or invalidated) meanwhile
                 self._obtain(entry.token, background=True)
-                self._count(2)
+                with self._mutex:
+                    self._counts.refreshes += 1
             finally:
                 self._flight.release()
         except Exception as exc:  # noqa: BLE001 - must not die silently; callers are unaffected
@@ -546,67 +642,38 @@ class TokenManager:
 
     def _obtain(self, current: Token | None, *, background: bool) -> Token:
         """Get a token from storage or the endpoint. Caller holds ``_flight``."""
-        storage, key = self.storage, self._key
-        if storage is None or key is None:
-            token = self._fetch(current)
+        guard = self._guard
+        if guard is None:
+            token = self._fetch(current, background=background)
             self._adopt(token, fetched=True)
             return token
 
-        shared = self._load()
+        shared = guard.load()
         if self._acceptable(shared, current, background):
             return self._adopt(shared, fetched=False)  # type: ignore[arg-type]
 
         owner: str | None = None
-        if storage.can_lock and self._storage_ok():
-            owner, shared = self._wait_for_lock(storage, key, current, background)
+        if guard.storage.can_lock and guard.usable:
+            owner, shared = guard.wait_for_lock(
+                self.lock_ttl,
+                self.lock_wait,
+                lambda token: self._acceptable(token, current, background),
+            )
             if owner is None and shared is not None:
                 return self._adopt(shared, fetched=False)
         try:
-            token = self._fetch(current)
+            token = self._fetch(current, background=background)
             self._adopt(token, fetched=True)
-            self._store(token)
+            # The caller needs the token, not the write: queued, then the lock
+            # released after it, so that waiting processes find the token.
+            self._store(token, wait=False)
             return token
         finally:
             if owner is not None:
-                self._storage_call(lambda: storage.release_lock(key, owner))
-
-    def _wait_for_lock(
-        self, storage: TokenStorage, key: str, current: Token | None, background: bool
-    ) -> tuple[str | None, Token | None]:
-        """Take the storage's fetch lock, or wait for its holder's token.
-
-        Returns ``(owner, None)`` when this process should fetch holding the
-        lock, ``(None, token)`` when another process stored a token meanwhile,
-        and ``(None, None)`` when the storage failed or the wait ran out (fetch
-        without the lock).
-        """
-        deadline = time.monotonic() + self.lock_wait
-        pause = 0.01
-        while True:
-            try:
-                owner = self._bounded(lambda: storage.acquire_lock(key, self.lock_ttl))
-            except _StorageFault:
-                return None, None
-            if owner is not None:
-                # Someone may have stored a token between our read and the lock.
-                shared = self._load()
-                if self._acceptable(shared, current, background):
-                    self._storage_call(functools.partial(storage.release_lock, key, owner))
-                    return None, shared
-                return owner, None
-            if time.monotonic() + pause > deadline:
-                log.warning(
-                    "waited %gs for another process's token fetch; fetching here", self.lock_wait
-                )
-                return None, None
-            time.sleep(pause)
-            pause = min(pause * 2, 0.2)
-            shared = self._load()
-            if self._acceptable(shared, current, background):
-                return None, shared
+                guard.release_lock(owner)
 
     def _acceptable(self, token: Token | None, current: Token | None, background: bool) -> bool:
-        if token is None or token.access_token == self._rejected:
+        if token is None or token.access_token in self._rejected:
             return False
         now = self._clock()
         refresh_at, stale_at = self._plan(token, now, fetched=False, jitter=False)
@@ -615,28 +682,66 @@ class TokenManager:
             return token != current and now < refresh_at
         return now < stale_at
 
-    def _fetch(self, current: Token | None) -> Token:
+    def _fetch(self, current: Token | None, *, background: bool = False) -> Token:
         """One token request: the refresh grant when possible, else the grant."""
         provider = self.provider
         refresh = getattr(provider, "refresh", None)
         if current is not None and current.refresh_token and callable(refresh):
             try:
-                token = self._call_provider(lambda: refresh(current))
+                token = self._request(
+                    lambda: refresh(current), "refresh_token", current, background
+                )
             except OAuthError as exc:
                 log.info(
                     "refresh token refused by the token endpoint (%s); using the grant",
                     exc.error,
                 )
             else:
-                self._count(0)
+                with self._mutex:
+                    self._counts.fetches += 1
                 log.info("refreshed token %s with the refresh token", token.fingerprint)
                 return token
-        token = self._call_provider(provider.fetch_token)
-        self._count(0)
+        grant = getattr(provider, "grant_type", None)
+        token = self._request(
+            provider.fetch_token, grant if isinstance(grant, str) and grant else None, current,
+            background,
+        )  # fmt: skip
+        with self._mutex:
+            self._counts.fetches += 1
         expires = (
             "unknown" if token.expires_at is None else f"{token.expires_at - self._clock():.0f}s"
         )
         log.info("fetched token %s for %r; expires in %s", token.fingerprint, provider, expires)
+        return token
+
+    def _request(
+        self,
+        call: Callable[[], object],
+        grant: str | None,
+        current: Token | None,
+        background: bool,
+    ) -> Token:
+        """One token request through the provider, timed, observed and told as an event."""
+        events = self._events
+        started = time.monotonic()
+        try:
+            with events.observe(self, grant, background):
+                token = self._call_provider(call)
+        except TokenError as exc:
+            events.emit(
+                "fetch_failed",
+                self._clock(),
+                duration=time.monotonic() - started,
+                error=_events.error_text(exc),
+                grant=grant,
+            )
+            raise
+        now = self._clock()
+        left = None if current is None or current.expires_at is None else current.expires_at - now
+        kind: _events.EventKind = "refreshed" if background else "fetched"
+        events.emit_token(
+            kind, token, now, duration=time.monotonic() - started, grant=grant, remaining=left
+        )
         return token
 
     def _call_provider(self, call: Callable[[], object]) -> Token:
@@ -711,49 +816,20 @@ class TokenManager:
             self._failure = None
             self._outages = 0
             if not fetched:
-                self._counts[5] += 1
+                self._counts.storage_hits += 1
         if not fetched:
             log.debug("using token %s from %r", token.fingerprint, self.storage)
+            self._events.emit_token("shared", token, now)
         return token
 
     # -- storage -----------------------------------------------------------
 
     def _load(self) -> Token | None:
-        storage, key = self.storage, self._key
-        if storage is None or key is None or not self._storage_ok():
-            return None
-        raw = self._storage_call(lambda: storage.load(key))
-        if raw is None:
-            return None
-        return self._decode(raw)
+        return None if self._guard is None else self._guard.load()
 
-    def _decode(self, raw: object) -> Token | None:
-        try:
-            if isinstance(raw, bytes):
-                raw = raw.decode("utf-8")
-            if not isinstance(raw, str):
-                raise InvalidTokenResponse(f"stored value is a {type(raw).__name__}")
-            return Token.from_dict(json.loads(raw))
-        except (ValueError, InvalidTokenResponse, RecursionError):
-            # Garbage under our key: ignore it; the next save overwrites it.
-            # Warned once a minute: a process polling a lock reads it often.
-            now = time.monotonic()
-            with self._mutex:
-                self._counts[4] += 1
-                warn = now - self._garbage_warned_at >= _WARN_INTERVAL
-                if warn:
-                    self._garbage_warned_at = now
-            if warn:
-                log.warning(
-                    "ignoring an unreadable value under %s in %r; it will be overwritten",
-                    self._key,
-                    self.storage,
-                )
-            return None
-
-    def _store(self, token: Token) -> None:
-        storage, key = self.storage, self._key
-        if storage is None or key is None or not self._storage_ok():
+    def _store(self, token: Token, *, wait: bool) -> None:
+        guard = self._guard
+        if guard is None:
             return
         ttl = None
         if token.expires_at is not None:
@@ -761,82 +837,7 @@ class TokenManager:
             if ttl <= 0:
                 return
             ttl = min(ttl, _MAX_STORE_TTL)  # a custom provider's 1e300 is no TTL a backend takes
-        value = json.dumps(token.to_dict(), separators=(",", ":"))
-        self._storage_call(lambda: storage.save(key, value, ttl))
-
-    def _storage_ok(self) -> bool:
-        return time.monotonic() >= self._storage_down_until
-
-    def _storage_call(self, call: Callable[[], _T]) -> _T | None:
-        """Run one storage call, bounded; on a fault, note it and return None."""
-        try:
-            return self._bounded(call)
-        except _StorageFault:
-            return None
-
-    def _bounded(self, call: Callable[[], _T]) -> _T:
-        """Run ``call`` with at most ``storage_timeout`` seconds to answer.
-
-        The call runs in a short-lived daemon thread so that a hung backend
-        cannot hold the caller (or the single-flight lock) beyond the bound.
-        This is the slow path only: a token in memory never touches storage.
-        """
-        if time.monotonic() < self._storage_down_until:
-            raise _StorageFault("storage is resting after a fault")
-        if not getattr(self.storage, "blocking", True):
-            try:
-                return call()
-            except Exception as exc:  # noqa: BLE001 - any backend error is a fault
-                self._storage_fault(_describe_fault(exc))
-        box: list[tuple[bool, Any]] = []
-
-        def run() -> None:
-            try:
-                box.append((True, call()))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                box.append((False, exc))
-
-        worker = threading.Thread(target=run, name="alf-session-storage", daemon=True)
-        worker.start()
-        worker.join(self.storage_timeout)
-        if not box:
-            self._storage_fault(f"no answer within {self.storage_timeout:g}s")
-        ok, value = box[0]
-        if not ok:
-            self._storage_fault(_describe_fault(value))
-        if self._storage_failing:
-            with self._mutex:
-                self._storage_failing = False
-            log.info("token storage %r answers again; sharing tokens through it", self.storage)
-        return value  # type: ignore[no-any-return]
-
-    def _storage_fault(self, reason: str) -> None:
-        now = time.monotonic()
-        with self._mutex:
-            self._counts[4] += 1
-            self._storage_down_until = now + self.storage_retry_interval
-            self._storage_failing = True
-            warn = now - self._storage_warned_at >= _WARN_INTERVAL
-            if warn:
-                self._storage_warned_at = now
-        if warn:
-            log.warning(
-                "token storage %r failed (%s); using this process's memory and the token "
-                "endpoint until it answers (warned at most once a minute)",
-                self.storage,
-                reason[:200],
-            )
-        raise _StorageFault(reason)
-
-
-def _describe_fault(exc: BaseException) -> str:
-    # Only transport errors are quoted: a backend's other messages might echo
-    # the value it was given, which holds the token.
-    name = type(exc).__name__
-    if isinstance(exc, (OSError, TimeoutError)) or "Connection" in name or "Timeout" in name:
-        text = str(exc)
-        return f"{name}: {text}" if text else name
-    return name
+        guard.save(token, ttl, wait=wait)
 
 
 def _check_number(

@@ -48,10 +48,13 @@ class TokenSession(requests.Session):
             process's memory.
         token_retry: A urllib3 ``Retry`` or an int for the token request;
             default: 3 retries with backoff on connection errors, 429 and 5xx.
-        token_timeout: Seconds (or ``(connect, read)``) for the token request.
+        token_timeout: Seconds (or ``(connect, read)``) that bound a whole token
+            request, retries included; then :class:`~alf_session.TokenRequestTimeout`.
         auth_method: An RFC 8414 client authentication method name, or a
             :class:`~alf_session.ClientAuth`; default: chosen from the
-            credential given (see :class:`~alf_session.OAuth2Provider`).
+            credential given (see :class:`~alf_session.OAuth2Provider`). The
+            secret methods need a non-empty ``client_secret``; ``"none"`` is a
+            public client.
         token_manager: A :class:`~alf_session.TokenManager` to use instead of
             the credentials above (to share one between sessions, or for
             another grant).

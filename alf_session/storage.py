@@ -53,7 +53,7 @@ from ._base import DEFAULT_PREFIX, KeyValueStore, TokenStorage, new_owner
 from ._encrypted import EncryptedStorage
 from ._file import FileStorage
 from ._objects import DjangoCacheStorage, MemcacheStorage, ObjectStorage
-from ._redis import RedisStorage, redis_from_url
+from ._redis import RedisStorage, redis_from_url, sentinel_from_url
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -214,6 +214,10 @@ def storage_from_url(
 
     * ``redis://[[user]:password@]host[:port][/db]``, ``rediss://…`` (TLS):
       :class:`RedisStorage`;
+    * ``redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/service[/db]``
+      (``rediss+sentinel://`` for TLS): :class:`RedisStorage` on the master
+      that those Redis Sentinels name ``service``, followed through failovers
+      (``?sentinel_password=`` if the sentinels want one);
     * ``file:///path/to/directory``: :class:`FileStorage`;
     * ``memory://``: this process's :class:`MemoryStorage`.
 
@@ -263,6 +267,8 @@ def storage_from_url(
     storage: TokenStorage
     if scheme in ("redis", "rediss"):
         storage = RedisStorage(redis_from_url(url.strip(), timeout=timeout), prefix=prefix)
+    elif scheme in ("redis+sentinel", "rediss+sentinel"):
+        storage = RedisStorage(sentinel_from_url(url.strip(), timeout=timeout), prefix=prefix)
     elif scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise ConfigurationError(
@@ -290,7 +296,7 @@ def storage_from_url(
         # Only the scheme is quoted: the rest may hold a password.
         raise ConfigurationError(
             f"unknown storage URL scheme {scheme + ':' if scheme else '(none)'}; "
-            "use redis://, rediss://, file:/// or memory://"
+            "use redis://, rediss://, redis+sentinel://, file:/// or memory://"
         )
     if encryption_key is not None:
         storage = EncryptedStorage(storage, encryption_key)

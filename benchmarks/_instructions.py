@@ -44,6 +44,9 @@ from _peers import BY_NAME, CONTENDERS
 
 RUN_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run.py")
 FLOOR = "requests.Session + static auth (floor)"
+# alf-session with alf_session.otel.instrument() on (an SDK recording into
+# memory when opentelemetry-sdk is installed): the hot path must not notice.
+OTEL = "alf-session TokenSession, otel on"
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
@@ -51,6 +54,9 @@ def instructions_worker(spec: dict[str, Any]) -> None:
     """Set up one library, warm it up, then make ``spec["n"]`` requests (run
     as ``run.py --instructions-worker`` under callgrind)."""
     name = spec["name"]
+    if name == OTEL:
+        _instrument()
+        name = "alf-session TokenSession"
     if name == FLOOR:
         session = requests.Session()
         session.auth = StaticBearer("Bearer " + "x" * 40)
@@ -67,6 +73,22 @@ def instructions_worker(spec: dict[str, Any]) -> None:
     # The measured loop: callgrind collects only inside starmap_next.
     calls = itertools.starmap(session.get, itertools.repeat((STUB_URL,), spec["n"]))
     collections.deque(calls, maxlen=0)
+
+
+def _instrument() -> None:
+    import alf_session.otel
+
+    try:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+    except ImportError:  # the API alone: its no-op providers
+        alf_session.otel.instrument()
+        return
+    alf_session.otel.instrument(
+        meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
+        tracer_provider=TracerProvider(),
+    )
 
 
 def _count(valgrind: str, spec: dict[str, Any]) -> int:
@@ -109,14 +131,20 @@ def measure_instructions(env: Env, quick: bool) -> Result:
     )
     valgrind = shutil.which("valgrind")
     names = [FLOOR] + [c.name for c in CONTENDERS]
+    names.insert(names.index("alf-session TokenSession") + 1, OTEL)
     if valgrind is None:
         for name in names:
             result.na(name, "valgrind is not installed (apt-get install valgrind)")
         return result
     per_request: dict[str, float] = {}
     for name in names:
-        contender = BY_NAME.get(name)
+        contender = BY_NAME.get("alf-session TokenSession" if name == OTEL else name)
         why = contender.missing(env) if contender else None
+        if name == OTEL and why is None:
+            try:
+                import opentelemetry.metrics  # noqa: F401
+            except ImportError:
+                why = "opentelemetry-api is not installed (pip install -e '.[otel]')"
         if why:
             result.na(name, why)
             continue

@@ -61,3 +61,14 @@ def run_threads(n: int, target: Callable[[], Any]) -> list[Any]:
         thread.join(30)
         assert not thread.is_alive()
     return results
+
+
+def storage_settled(manager: Any, timeout: float = 5.0) -> None:
+    """Wait until the writes ``manager`` queued for its storage have run.
+
+    A token fetched on the request path is stored off it, by the storage's
+    worker: a test that reads the storage directly right after waits here.
+    """
+    guard = manager._guard
+    assert guard is not None, "the manager has no storage"
+    assert guard.backend.drain(timeout), f"storage writes still queued after {timeout}s"

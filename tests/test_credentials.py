@@ -31,7 +31,7 @@ from alf_session import (
 from alf_session._servers import APIServer, TokenServer
 from alf_session.discovery import clear_cache
 
-from .helpers import CLIENT_ID, CLIENT_SECRET, FakeClock, run_threads
+from .helpers import CLIENT_ID, CLIENT_SECRET, FakeClock, run_threads, storage_settled
 from .pki import PKI, pem
 
 pytest_plugins = ["tests.credential_fixtures"]
@@ -227,7 +227,9 @@ class TestPrivateKeyJwt:
     ) -> None:
         storage = FileStorage(tmp_path / "tokens")
         provider = ClientCredentials(key_server.token_url, CLIENT_ID, private_key=rsa_key)
-        TokenManager(provider, storage, clock=clock).get_token()
+        manager = TokenManager(provider, storage, clock=clock)
+        manager.get_token()
+        storage_settled(manager)
         stored = b"".join(p.read_bytes() for p in (tmp_path / "tokens").rglob("*") if p.is_file())
         assertion = key_server.requests[0].form["client_assertion"].encode()
         assert stored  # the token is there ...

@@ -14,6 +14,7 @@ OPTIONAL = (
     "cryptography",
     "valkey",
     "hypothesis",
+    "opentelemetry",
     "jwt",
     "trustme",
 )
@@ -64,3 +65,23 @@ def test_building_a_session_loads_no_optional_backend() -> None:
         f"if m.split('.')[0] in {OPTIONAL!r}), 'handlers': [], 'threads': 1}}))\n"
     )
     assert run(script)["loaded"] == []
+
+
+# The async front doors and their event loops are loaded by whoever uses them:
+# a requests-only service never pays for asyncio, httpx or aiohttp.
+ASYNC = ("asyncio", "httpx", "aiohttp", "anyio", "trio", "sniffio", "httpcore")
+
+
+def test_import_loads_no_event_loop_or_async_client() -> None:
+    result = run(SCRIPT % (ASYNC,))
+    assert result["loaded"] == []
+
+
+def test_importing_the_otel_module_loads_no_opentelemetry() -> None:
+    script = (
+        "import json, sys, threading; import alf_session.otel; "
+        "loaded = sorted(m for m in sys.modules if m.startswith('opentelemetry')); "
+        "print(json.dumps({'loaded': loaded, 'threads': threading.active_count()}))"
+    )
+    result = run(script)
+    assert result == {"loaded": [], "threads": 1}

@@ -36,6 +36,8 @@ from alf_session import (
 from alf_session._servers import APIServer, TokenServer
 from alf_session.storage import DjangoCacheStorage, MemcacheStorage, ObjectStorage
 
+from .helpers import storage_settled
+
 if TYPE_CHECKING:
     from tests.storage_fixtures import MemcachedServer, RedisServer
 
@@ -357,6 +359,7 @@ def test_stored_bytes_hold_no_secret(
     assert backend.get_raw is not None
     manager = TokenManager(credentials(), backend.make())
     token = manager.get_token()
+    storage_settled(manager)
     assert manager._key is not None
     raw = backend.get_raw(manager._key)
     assert raw
@@ -591,6 +594,7 @@ def test_redis_ttl_is_positive_and_at_most_the_lifetime(
     idp.expires_in = 600
     manager = TokenManager(credentials(), RedisStorage(redis_client))
     manager.get_token()
+    storage_settled(manager)
     assert manager._key is not None
     ttl_ms = redis_client.pttl(manager._key)
     assert 0 < ttl_ms <= 600_000
@@ -618,6 +622,7 @@ def test_encrypted_storage_needs_the_key_to_read(
     key, other = Fernet.generate_key(), Fernet.generate_key()
     a = TokenManager(credentials(), EncryptedStorage(redis_client, key))
     token = a.get_token()
+    storage_settled(a)
     assert a._key is not None
     raw = redis_client.get(a._key)
     assert token.access_token.encode() not in raw

@@ -14,6 +14,7 @@ import os
 import stat
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,11 +29,14 @@ from alf_session import (
     MemoryStorage,
     RedisStorage,
     TokenManager,
+    as_storage,
     storage_from_url,
 )
 from alf_session._base import GARBAGE, lock_key
 from alf_session._servers import TokenServer
-from alf_session.storage import MemcacheStorage
+from alf_session.storage import MemcacheStorage, ObjectStorage
+
+from .helpers import storage_settled
 
 if TYPE_CHECKING:
     from tests.storage_fixtures import MemcachedServer, RedisServer
@@ -65,6 +69,7 @@ def token_path(storage: FileStorage, manager: TokenManager, suffix: str = ".toke
 def assert_not_planted(manager: TokenManager, idp: TokenServer) -> None:
     """The manager fetched its own token instead of taking the planted one."""
     token = manager.get_token()
+    storage_settled(manager)  # the fetched token is stored off the request path
     assert token.access_token != PLANTED
     assert idp.count == 1
     assert manager.stats.storage_errors >= 1  # counted as garbage, not hidden
@@ -157,6 +162,42 @@ def test_file_storage_keeps_the_directory_it_opened_when_the_path_is_swapped(
     assert PLANTED in Path(storage._path("k", ".token")).read_text()
 
 
+@posix_only
+@pytest.mark.parametrize("swap", ["symlink-to-ours", "symlink-to-root", "file", "other-dir"])
+def test_a_directory_swapped_between_check_and_open_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swap: str
+) -> None:
+    directory = tmp_path / "tokens"
+    directory.mkdir(mode=0o700)
+    elsewhere = tmp_path / "elsewhere"  # a private directory of ours, say ~/.ssh
+    elsewhere.mkdir(mode=0o700)
+    real_lstat = os.lstat
+    swapped: list[bool] = []
+
+    def lstat_then_swap(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        result = real_lstat(path, *args, **kwargs)
+        if os.fspath(path) == str(directory) and not swapped:
+            # The race a user who can write the parent wins: the check saw the
+            # directory, the open would find something else in its place.
+            swapped.append(True)
+            directory.rename(tmp_path / "moved")
+            if swap == "symlink-to-ours":
+                directory.symlink_to(elsewhere)
+            elif swap == "symlink-to-root":
+                directory.symlink_to("/")
+            elif swap == "file":
+                directory.write_text(forged())
+            else:
+                directory.mkdir(mode=0o700)
+        return result
+
+    monkeypatch.setattr(os, "lstat", lstat_then_swap)
+    with pytest.raises(ConfigurationError, match="was replaced while it was being opened"):
+        FileStorage(directory)
+    assert swapped
+    assert list(elsewhere.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("directory", "message"),
     [
@@ -219,6 +260,21 @@ def test_a_symlink_planted_for_the_token_file_is_never_followed(
 
 
 @posix_only
+def test_an_untrusted_token_file_is_warned_about_once_a_minute_saying_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = FileStorage(tmp_path / "tokens")
+    path = Path(storage._path("k", ".token"))
+    path.symlink_to(tmp_path / "elsewhere")
+    for _ in range(5):  # a process polling the lock reads this often
+        assert storage.load("k") == GARBAGE
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "symbolic links" in warnings[0].getMessage()  # ELOOP: says why
+    assert "next save replaces it" in warnings[0].getMessage()
+
+
+@posix_only
 @needs_root
 @pytest.mark.parametrize("owner", [(NOBODY, NOBODY), (NOBODY, 0), (1, 1)])
 def test_a_token_file_of_another_user_is_ignored_and_replaced(
@@ -266,6 +322,7 @@ def test_a_fifo_planted_for_a_storage_file_never_hangs(
     worker.start()
     worker.join(10)
     assert result, "get_token() hung on a FIFO"
+    storage_settled(manager)
     assert idp.count == 1
     assert not stat.S_ISFIFO(path.lstat().st_mode)  # replaced by a regular file
     # The storage works again for everyone, without a fault.
@@ -295,10 +352,18 @@ def test_a_huge_token_file_is_not_read(
 
 
 @posix_only
-def test_a_directory_planted_for_the_token_file_is_garbage(tmp_path: Path) -> None:
+def test_a_directory_in_place_of_the_token_file_is_garbage(tmp_path: Path) -> None:
     storage = FileStorage(tmp_path / "tokens")
     path = Path(storage._path("k", ".token"))
     path.mkdir()
+    assert storage.load("k") == GARBAGE
+    storage.save("k", "v", None)  # an empty one is replaced
+    assert storage.load("k") == "v"
+    path.unlink()
+    path.mkdir()
+    (path / "inside").write_text("")
+    with pytest.raises(OSError):  # a full one is a fault: the manager rests, then retries
+        storage.save("k", "v", None)
     assert storage.load("k") == GARBAGE
 
 
@@ -413,12 +478,14 @@ def test_a_ciphertext_copied_under_another_credential_is_garbage(
     high = TokenManager(credentials(**other), EncryptedStorage(make(), key))
     assert low._key is not None and high._key is not None and low._key != high._key
     low_token = low.get_token()
+    storage_settled(low)
     assert idp.count == 1
 
     # Someone who can write the shared store, but has no key, copies the
     # ciphertext of one credential under the key of another.
     put_raw(high._key, get_raw(low._key))
     high_token = high.get_token()  # no exception
+    storage_settled(high)
     assert high_token != low_token
     assert idp.count == 2
     assert high.stats.storage_errors >= 1  # counted as garbage
@@ -535,9 +602,10 @@ def test_a_redis_value_of_the_wrong_type_is_garbage_to_overwrite(
     _plant(admin, manager._key, kind)
 
     token = manager.get_token()
+    storage_settled(manager)
     assert idp.count == 1
     assert manager.stats.storage_errors >= 1  # the garbage, counted
-    assert manager._storage_ok()  # sharing was not switched off
+    assert manager._guard is not None and manager._guard.usable  # sharing was not switched off
     assert admin.type(manager._key) in (b"string", "string")
     other = TokenManager(credentials(), RedisStorage(make()))
     assert other.get_token() == token
@@ -555,11 +623,12 @@ def test_invalidating_over_a_value_of_the_wrong_type_is_no_fault(
     make, admin = redis_kind
     manager = TokenManager(credentials(), RedisStorage(make()))
     token = manager.get_token()
+    storage_settled(manager)
     assert manager._key is not None and manager.storage is not None
     _plant(admin, manager._key, kind)
     manager.storage.delete(manager._key, "expected")  # compare-and-delete: no error
     manager.invalidate(token)
-    assert manager._storage_ok()
+    assert manager._guard is not None and manager._guard.usable
     errors = manager.stats.storage_errors
     assert manager.get_token() != token
     assert manager.stats.storage_errors > errors  # the garbage, counted
@@ -597,7 +666,8 @@ def test_django_over_redis_reads_a_wrong_type_as_garbage(
     assert manager._key is not None
     _plant(admin, f":1:{manager._key}", "hash")
     token = manager.get_token()
-    assert manager._storage_ok()
+    storage_settled(manager)
+    assert manager._guard is not None and manager._guard.usable
     other = TokenManager(credentials(), RedisCache(redis_server.url, {}))
     assert other.get_token() == token
     assert idp.count == 1
@@ -716,6 +786,47 @@ def test_memcache_keys_memcached_cannot_take_are_hashed(
         manager.storage.obj.close()  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("prefix", ["my service:", "svc\n", "svc\x01", "x" * 200])
+def test_django_memcached_prefixes_that_can_never_work_are_refused(
+    memcached_server: MemcachedServer, prefix: str
+) -> None:
+    from django.core.cache.backends.locmem import LocMemCache
+    from django.core.cache.backends.memcached import PyMemcacheCache
+
+    cache = PyMemcacheCache(f"127.0.0.1:{memcached_server.port}", {})
+    with pytest.raises(ConfigurationError, match="cannot take keys made with prefix"):
+        as_storage(cache, prefix=prefix)
+    # Django's other caches take such keys (with a warning): accepted there.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        local = as_storage(LocMemCache(f"alf-{prefix!r}", {}), prefix=prefix)
+        local.save(local.key_for("abc"), "v", 60)
+        assert local.load(local.key_for("abc")) == "v"
+
+
+@pytest.mark.parametrize("cache_key", ["my credential", "x" * 300, "line\nbreak"])
+def test_django_memcached_keys_it_cannot_take_are_hashed(
+    memcached_server: MemcachedServer, cache_key: str
+) -> None:
+    from django.core.cache.backends.memcached import PyMemcacheCache
+
+    from alf_session import CallableProvider
+
+    calls: list[int] = []
+
+    def fetch() -> str:
+        calls.append(1)
+        return f"token-{len(calls)}"
+
+    caches = [PyMemcacheCache(f"127.0.0.1:{memcached_server.port}", {}) for _ in range(2)]
+    managers = [TokenManager(CallableProvider(fetch, cache_key=cache_key), c) for c in caches]
+    assert managers[1].get_token() == managers[0].get_token()
+    assert len(calls) == 1
+    assert [m.stats.storage_errors for m in managers] == [0, 0]
+    for cache in caches:
+        cache.close()
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
@@ -757,3 +868,35 @@ def test_file_storage_with_filelock_where_fcntl_is_missing(
     first.release_lock(key, owner)
     first.save(key, "v", 30)
     assert second.load(key) == "v"
+
+
+def test_asynchronous_clients_are_refused_by_every_wrapper(redis_server: RedisServer) -> None:
+    import redis.asyncio
+    from cryptography.fernet import Fernet
+
+    class AsyncStore:
+        async def get(self, key: str) -> None: ...
+        async def set(self, key: str, value: str) -> None: ...
+
+    client = redis.asyncio.Redis(port=redis_server.port)
+    for make in (
+        lambda: RedisStorage(client),
+        lambda: ObjectStorage(client),
+        lambda: ObjectStorage(AsyncStore()),
+        lambda: MemcacheStorage(AsyncStore()),
+        lambda: EncryptedStorage(client, Fernet.generate_key()),
+        lambda: TokenManager(lambda: "t", client, key="k"),
+    ):
+        # 0.1 took them: every get() a coroutine never awaited, read as garbage.
+        with pytest.raises(ConfigurationError, match="asynchronous") as info:
+            make()
+        assert "redis.Redis rather than redis.asyncio.Redis" in str(info.value)
+
+
+@pytest.mark.parametrize("key", [None, 42, 3.5, object()])
+def test_an_encryption_key_of_the_wrong_type_is_a_configuration_error(key: Any) -> None:
+    with pytest.raises(ConfigurationError, match="needs a Fernet key"):
+        EncryptedStorage(MemoryStorage(), key)
+    if key is not None:  # storage_from_url reads None as "no encryption"
+        with pytest.raises(ConfigurationError, match="needs a Fernet key"):
+            storage_from_url("memory://", encryption_key=key)

@@ -376,6 +376,40 @@ def test_a_trickling_server_cannot_hold_the_caller(body: bool) -> None:
         assert server.closed_by_peer.wait(10)
 
 
+@pytest.mark.timeout(30)
+def test_a_trickling_tls_server_cannot_hold_the_caller(tmp_path: Any) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    drip = trickler(True)
+
+    def handle(conn: socket.socket, server: RawServer) -> None:
+        try:
+            tls = context.wrap_socket(conn, server_side=True)
+        except (OSError, ssl.SSLError):
+            return
+        drip(tls, server)
+
+    with RawServer(handle) as server:
+        provider = ClientCredentials(
+            f"https://127.0.0.1:{server.port}/token",
+            CLIENT_ID,
+            CLIENT_SECRET,
+            timeout=0.5,
+            retry=0,
+            verify=str(ca_file),
+        )
+        with pytest.raises(TokenRequestTimeout):
+            provider.fetch_token()
+        assert server.closed_by_peer.wait(10)
+
+
 @pytest.mark.timeout(40)
 def test_a_trickling_server_does_not_hold_the_threads_behind_the_single_flight(
     clock: FakeClock,

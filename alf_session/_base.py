@@ -136,17 +136,19 @@ def lock_key(key: str) -> str:
 def text(raw: object) -> str | None:
     """A stored value as ``str``: ``bytes`` decoded, empty meaning nothing.
 
-    Undecodable bytes are replaced rather than raised, and a value of another
-    type is turned into text, so that garbage under a key reaches the manager
-    as a value it cannot parse (warned about, then overwritten) and never as
-    a storage fault.
+    Bytes that are not UTF-8, and a value of another type, are
+    :data:`GARBAGE` (the one rule for garbage, below): never raised, so that
+    garbage under a key is overwritten rather than taken for an outage.
     """
     if raw is None:
         return None
     if isinstance(raw, (bytes, bytearray, memoryview)):
-        raw = bytes(raw).decode("utf-8", "replace")
+        try:
+            raw = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            return GARBAGE
     elif not isinstance(raw, str):
-        raw = f"<{type(raw).__name__}>"
+        return GARBAGE
     return raw or None
 
 
@@ -164,7 +166,13 @@ def decode_errors() -> tuple[type[Exception], ...]:
     return (UnicodeError, ValueError, pickle.UnpicklingError)
 
 
-#: What :func:`load` returns for such a value: not JSON, never a token.
+#: The one rule for garbage: :meth:`TokenStorage.load` returns the string that
+#: was saved, ``None`` when nothing is, and ``GARBAGE`` for anything else under
+#: the key (bytes that aren't UTF-8, a value of another type, a ciphertext
+#: that doesn't decrypt or belongs to another key, a file that can't be
+#: trusted). It is not JSON, never a token: the manager counts it as a
+#: storage error, warns once a minute, and overwrites it with its next save.
+#: Never raise for it: a raise is an outage, and the garbage would stay.
 GARBAGE = "\ufffd"
 
 

@@ -94,7 +94,8 @@ def _worker_main(argv: Sequence[str]) -> int:
     go.wait(READY_TIMEOUT + 30)
 
     def fingerprint(request: requests.PreparedRequest | None) -> str | None:
-        header = request.headers.get("Authorization", "") if request is not None else ""
+        raw = request.headers.get("Authorization") if request is not None else None
+        header = raw if isinstance(raw, str) else ""
         scheme, _, value = header.partition(" ")
         return Token(value).fingerprint if scheme == "Bearer" and value else None
 

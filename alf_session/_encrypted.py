@@ -7,7 +7,8 @@ import hmac
 from collections.abc import Sequence
 from typing import Any
 
-from ._base import TokenStorage
+from ._adapt import as_storage
+from ._base import GARBAGE, TokenStorage
 
 __all__ = ["EncryptedStorage"]
 
@@ -56,7 +57,6 @@ class EncryptedStorage(TokenStorage):
 
     def __init__(self, storage: Any, key: _Key | Sequence[_Key]) -> None:
         from .errors import ConfigurationError
-        from .storage import as_storage
 
         try:
             from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -100,14 +100,14 @@ class EncryptedStorage(TokenStorage):
         return self._fernet.encrypt(plain).decode("ascii")
 
     def _decrypt(self, key: str, raw: str) -> str:
-        # "" is not JSON: the manager reads it as garbage and overwrites it.
+        # GARBAGE (the one rule, see _base): the manager warns and overwrites it.
         try:
             plain = self._fernet.decrypt(raw.encode("ascii", "replace"))
         except self._invalid:
-            return ""
+            return GARBAGE
         bound = plain[: 1 + _DIGEST_SIZE]
         if not hmac.compare_digest(bound, _BOUND + _digest(key)):
-            return ""  # another key's value (or 0.1's unbound one)
+            return GARBAGE  # another key's value (or 0.1's unbound one)
         return plain[1 + _DIGEST_SIZE :].decode("utf-8", "replace")
 
     def load(self, key: str) -> str | None:

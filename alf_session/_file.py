@@ -380,9 +380,9 @@ class FileStorage(TokenStorage):
             envelope = json.loads(content)
             value, expires_at = envelope["value"], envelope["expires_at"]
         except (ValueError, TypeError, KeyError, RecursionError):
-            return content or None  # garbage: the manager warns and overwrites it
+            return GARBAGE if content else None  # the manager warns and overwrites it
         if not isinstance(value, str):
-            return content
+            return GARBAGE
         if isinstance(expires_at, (int, float)) and expires_at <= time.time():
             return None
         return value

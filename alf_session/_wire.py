@@ -263,7 +263,7 @@ class WireMixin:
         url = prepared.url or ""
         call = _Call(_budget(self.timeout) if budget is None else budget)
         settings = self._session.merge_environment_settings(
-            prepared.url, dict(self.proxies or {}), True, self.verify, self.cert
+            url, dict(self.proxies or {}), True, self.verify, self.cert
         )
         _Call.local.call = call
         try:

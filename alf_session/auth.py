@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from requests import PreparedRequest, Response
 from requests.auth import AuthBase
-from requests.cookies import extract_cookies_to_jar
 
 from . import _flow
+from .errors import ConfigurationError
 from .manager import TokenManager
 
 __all__ = ["BearerAuth"]
@@ -27,8 +27,9 @@ class BearerAuth(AuthBase):
         sdk_session.auth = BearerAuth(manager)
 
     Like every ``requests`` auth, it sets the header (replacing one already
-    there) and is not applied again on redirect hops, so the token never
-    follows a redirect to another host.
+    there, so ``headers={"Authorization": None}`` does not stop it) and is
+    not applied again on redirect hops: requests drops the header on a
+    change of origin, so the token never follows a redirect to another host.
 
     On a redirect *within* the host, a session with ``trust_env`` puts
     ``~/.netrc`` credentials for that host over any header, this one too:
@@ -48,8 +49,21 @@ class BearerAuth(AuthBase):
     def __init__(
         self, manager: TokenManager, *, token_hosts: Iterable[str] | str | None = None
     ) -> None:
-        self.manager = manager
-        self.token_hosts = _flow.normalize_hosts(token_hosts)
+        if not isinstance(manager, TokenManager):
+            raise ConfigurationError(
+                f"BearerAuth needs a TokenManager, not {type(manager).__name__}"
+            )
+        self._flow = _flow.requests_flow(manager, _flow.normalize_hosts(token_hosts))
+
+    @property
+    def manager(self) -> TokenManager:
+        """The :class:`~alf_session.TokenManager` that supplies tokens."""
+        return cast(TokenManager, self._flow.source)
+
+    @property
+    def token_hosts(self) -> frozenset[str] | None:
+        """The hosts the token may be sent to, in canonical form; ``None``: every host."""
+        return self._flow.hosts
 
     def __repr__(self) -> str:
         return f"BearerAuth({self.manager!r})"
@@ -61,27 +75,14 @@ class BearerAuth(AuthBase):
         return id(self.manager)
 
     def __call__(self, request: PreparedRequest) -> PreparedRequest:
-        if self.token_hosts is None or _flow.host_allowed(request.url, self.token_hosts):
-            _flow.attach(request, self.manager.get_token())
-            request.register_hook("response", self._on_response)  # type: ignore[no-untyped-call]  # untyped in requests
+        if self._flow.attach(request) is not None:
+            hookable: Any = request  # register_hook is untyped in types-requests
+            hookable.register_hook("response", self._on_response)
         return request
 
     def _on_response(self, response: Response, **kwargs: Any) -> Response:
-        request = response.request
-        token = _flow.sent_token(response, request, self.manager)
-        if token is None:
-            return response
-        if not _flow.replayable(request):
-            self.manager.invalidate(token)  # not retried, but refused all the same
-            return response
-        retry = _flow.retry_request(request, self.manager._replace_refused(token))
-        # As requests' digest auth does: keep cookies the 401 set.
-        jar = getattr(retry, "_cookies", None)
-        if jar is not None:
-            extract_cookies_to_jar(jar, request, response.raw)  # type: ignore[no-untyped-call]  # untyped in requests
-            retry.prepare_cookies(jar)
-        _flow.drain(response)
-        final: Response = response.connection.send(retry, **kwargs)
-        final.history.append(response)
-        final.request = retry
-        return final
+        # requests' auth hooks run before the caller's (prepare_auth comes
+        # before prepare_hooks), so a raising hook sees the final response.
+        return _flow.retry_in_hook(
+            self._flow, response, lambda request: getattr(response, "connection", None), kwargs
+        )

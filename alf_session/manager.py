@@ -27,18 +27,30 @@ bounded in time without a thread per call, skipped while the storage is known
 to fail, writes the caller does not need queued off its path, one warning per
 outage. A storage fault never fails a request: the manager carries on with its
 memory and the token endpoint.
+
+The request flow (``alf_session._flow``, which every front door drives) uses
+:meth:`TokenManager.get_token` (or ``aget_token``) and two internal methods,
+nothing else: ``_token_for_header(value)`` names the token of ours an
+``Authorization`` header carries, and ``_refused(token, replace=...)``
+reports a 401 to it and hands out a replacement (none while the API keeps
+refusing every fresh token: twice a replacement refused on its own retry).
+
+Every token a provider returns -- custom providers and callables included --
+is checked before it can reach a header: a CR, LF, NUL or other byte an HTTP
+header cannot carry is an :class:`~alf_session.InvalidTokenResponse`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import math
 import random
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 from . import _events, _fork
 from ._guard import StorageGuard
@@ -52,9 +64,13 @@ from .errors import (
 )
 from .providers import _wrap_error, as_provider
 from .storage import TokenStorage, as_storage
-from .token import Token
+from .token import Token, _header_safe
 
-__all__ = ["TokenManager", "TokenStats"]
+if TYPE_CHECKING:
+    from ._base import KeyValueStore
+    from .providers import TokenProvider
+
+__all__ = ["ManagerOptions", "TokenManager", "TokenStats"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +104,46 @@ class TokenStats(NamedTuple):
     retries_on_401: int = 0
     storage_errors: int = 0
     storage_hits: int = 0
+
+
+class ManagerOptions(TypedDict, total=False):
+    """The :class:`TokenManager` options that :class:`~alf_session.TokenSession`
+    passes on, for type checkers (``**manager_options``).
+
+    Kept in step with :meth:`TokenManager.__init__` (a test compares them).
+    """
+
+    leeway: float
+    refresh_ahead: float | None
+    refresh_jitter: float
+    failure_ttl: float
+    max_wait: float
+    lock_ttl: float
+    lock_wait: float
+    storage_timeout: float
+    storage_retry_interval: float
+    key: str | None
+    clock: Callable[[], float]
+    on_event: Callable[[_events.TokenEvent], object] | None
+
+
+def check_options(caller: str, options: Mapping[str, object]) -> None:
+    """Raise the ``TypeError`` Python would, naming ``caller``, for an option
+    :class:`TokenManager` does not take (with the closest one it does)."""
+    import inspect
+
+    known = [
+        name
+        for name, parameter in inspect.signature(TokenManager).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    for name in options:
+        if name not in known:
+            import difflib
+
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}{hint}")
 
 
 class _Entry:
@@ -191,7 +247,11 @@ class TokenManager:
         refresh_ahead: Fraction of the lifetime after which the token is
             renewed in the background; ``None`` renews only once it expires.
         refresh_jitter: Up to this fraction of the lifetime is taken off the
-            refresh point at random, so processes don't all refresh at once.
+            refresh point at random, so that processes fetching their own
+            tokens don't all renew at once; a token taken from the storage
+            is renewed up to this much later instead, so that the process
+            that fetched it renews it first and the others take the new one
+            from the storage (a fleet renews as often as one process).
         failure_ttl: Seconds a refused fetch (``invalid_client``,
             ``invalid_grant``, a 4xx, …) is remembered and raised again to
             every caller without a new token request. An outage (5xx, 429,
@@ -228,8 +288,8 @@ class TokenManager:
 
     def __init__(
         self,
-        provider: Any,
-        storage: Any = None,
+        provider: TokenProvider | Callable[[], Token | Mapping[str, Any] | str],
+        storage: TokenStorage | KeyValueStore | str | None = None,
         *,
         leeway: float = 30.0,
         refresh_ahead: float | None = 0.75,
@@ -295,8 +355,6 @@ class TokenManager:
                     "key='a-name-for-this-credential' to TokenManager"
                 )
             if key is not None:
-                import hashlib
-
                 name = hashlib.sha256(key.encode()).hexdigest()
             self._key: str | None = self.storage.key_for(name)
             self._guard: StorageGuard | None = StorageGuard(
@@ -321,6 +379,11 @@ class TokenManager:
         # The last tokens handed out, by header value: a 401 names the token it
         # refused by the header the request carried (see _token_for_header).
         self._handed: dict[str, Token] = {}
+        # The token last refused on the retry after a 401, and the token kept
+        # while 401s loop, each with when (clock): bounds the token requests
+        # 401s cost (see _refused).
+        self._again: tuple[Token, float] | None = None
+        self._looping: tuple[Token, float] | None = None
         self._counts = _Counters()
         self._start_hit_counter(0)
         self._init_locks()
@@ -515,24 +578,70 @@ class TokenManager:
     def _storage_recovered(self) -> None:
         self._events.emit("storage_recovered", self._clock())
 
-    def _token_for_header(self, value: str | None) -> Token | None:
+    # -- the request flow's interface ------------------------------------
+    #
+    # alf_session._flow (and through it every front door) uses get_token(),
+    # aget_token() and these two methods, nothing else: see _flow.TokenSource.
+
+    def _token_for_header(self, value: str) -> Token | None:
         """The token this manager handed out whose header value is ``value``.
 
         How a 401 tells that the request carried one of our tokens (and which),
         without marking every request on the hot path.
         """
-        if value is None:
-            return None
         with self._mutex:
             return self._handed.get(value)
 
-    def _replace_refused(self, token: Token) -> Token:
-        """An API answered 401 to ``token``: drop it (only it) and get another.
+    def _refused(self, token: Token, *, replace: bool, again: bool = False) -> Token | None:
+        """An API answered 401 to ``token``: drop it (only it) and, if
+        ``replace``, return another to send the request again with.
 
         The storage's copy is deleted off the request path: this process
         won't take the refused token from the storage meanwhile (``_rejected``).
+
+        ``again``: ``token`` was refused on the retry of a request whose first
+        token was refused too. Once is bad luck (a token revoked while the
+        retry was on its way): ``token`` is dropped. Two tokens so within
+        ``failure_ttl`` (at least a second) and the API seems to refuse every
+        fresh token (a wrong audience or scope, a clock far off): fetching one
+        more per request would only load the token endpoint. Then ``token`` is
+        kept, and while 401s to it keep coming less than ``failure_ttl`` apart
+        they are returned as they are (``None``), with no token request. This
+        is logged as a warning, once while it lasts.
+
+        Raises:
+            TokenError: no replacement could be obtained.
         """
+        now = self._clock()
+        window = max(self.failure_ttl, _MIN_REUSE)
+        loop = warn = False
+        with self._mutex:
+            looping = self._looping
+            if again:
+                previous, self._again = self._again, (token, now)
+                # Two tokens, not two threads reporting the same retry.
+                loop = previous is not None and previous[0] != token and now - previous[1] < window
+                warn = loop and (looping is None or now - looping[1] > 2 * window)
+                if loop:
+                    self._looping = (token, now)
+            elif looping is not None and looping[0] == token and now - looping[1] < window:
+                self._again = (token, now)  # the loop goes on
+                return None
+        if again and loop:
+            if warn:
+                log.warning(
+                    "the API answered 401 to token %s, fetched to replace a token it "
+                    "refused, and did so before: it seems to refuse every token of %r "
+                    "(check audience, scope and clocks); keeping that token, with no new "
+                    "token request, while this lasts (%gs at a time)",
+                    token.fingerprint,
+                    self.provider,
+                    window,
+                )
+            return None
         self._invalidate(token, wait=False)
+        if again or not replace:
+            return None
         new_token = self.get_token()
         with self._mutex:
             self._counts.retries_on_401 += 1
@@ -755,6 +864,7 @@ class TokenManager:
             raise InvalidTokenResponse(
                 f"{self.provider!r} returned a {type(token).__name__}, not a Token"
             )
+        _check_header_safe(token, self.provider)
         return token
 
     def _plan(
@@ -779,16 +889,28 @@ class TokenManager:
             # renewed in the background, and every renewal would make callers
             # wait. Plan on the usable part of the lifetime instead.
             refresh_at = issued + usable * self.refresh_ahead
-        if jitter and self.refresh_jitter:
-            refresh_at -= random.random() * self.refresh_jitter * lifetime  # noqa: S311 - not crypto
+        ahead = self.refresh_ahead or 1.0
         if fetched:
+            if jitter and self.refresh_jitter:
+                # Processes that each fetch their own token drift apart.
+                refresh_at -= random.random() * self.refresh_jitter * lifetime  # noqa: S311 - not crypto
             # A token just fetched is not renewed at once, even if it says it
             # was issued long ago: that would be a second request for nothing.
             # But it still gets a background window before it goes stale: a
             # floor of a whole _MIN_REUSE would close that window for tokens
             # of a few seconds and make every renewal a foreground wait.
-            floor = min(_MIN_REUSE, (stale_at - now) * (self.refresh_ahead or 1.0))
-            refresh_at = max(refresh_at, now + floor)
+            refresh_at = max(refresh_at, now + min(_MIN_REUSE, (stale_at - now) * ahead))
+        else:
+            # Taken from the storage: planned as the process that fetched it
+            # planned it (the same floor, from when it was obtained), then a
+            # little later, never earlier. That process renews it first and
+            # the others find the new token stored when their turn comes: a
+            # fleet renews as often as one process, and no two race for it.
+            refresh_at = max(refresh_at, issued + min(_MIN_REUSE, (stale_at - issued) * ahead))
+            if jitter and self.refresh_jitter:
+                room = max(stale_at - refresh_at, 0.0) / 2
+                later = random.random() * self.refresh_jitter * lifetime  # noqa: S311 - not crypto
+                refresh_at += min(later, room)
         return min(refresh_at, stale_at), stale_at
 
     def _adopt(self, token: Token, *, fetched: bool) -> Token:
@@ -838,6 +960,29 @@ class TokenManager:
                 return
             ttl = min(ttl, _MAX_STORE_TTL)  # a custom provider's 1e300 is no TTL a backend takes
         guard.save(token, ttl, wait=wait)
+
+
+def _check_header_safe(token: Token, provider: object) -> None:
+    """Refuse a token that cannot go into an ``Authorization`` header as it is.
+
+    Any provider's token passes here, custom ones and callables included: a
+    CR or LF would let the token's source add headers (or a whole request) to
+    every API request, and a NUL or other control byte is refused by servers
+    or cut short by them. The message names the field, never its value.
+
+    Raises:
+        InvalidTokenResponse: the access token or token type is not a non-empty
+            string of visible ASCII characters.
+    """
+    for field, value in (("access_token", token.access_token), ("token_type", token.token_type)):
+        if not isinstance(value, str) or not _header_safe(value):
+            kind = type(value).__name__ if not isinstance(value, str) else "string"
+            raise InvalidTokenResponse(
+                f"{provider!r} returned a token whose {field} cannot go into an HTTP "
+                f"header: it must be a non-empty string of visible ASCII characters "
+                f"(no CR, LF, NUL, other control characters or spaces); got a {kind}"
+                + (f" of {len(value)} characters" if isinstance(value, str) else "")
+            )
 
 
 def _check_number(

@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import requests
 from requests import PreparedRequest, Request, Response
+from requests.utils import get_netrc_auth
 
 from . import _flow
 from .client_auth import ClientAuth
 from .errors import ConfigurationError
-from .manager import TokenManager
+from .manager import TokenManager, check_options
 from .providers import ClientCredentials, Scope, Timeout
+
+if TYPE_CHECKING:
+    from urllib3.util.retry import Retry
+
+    from ._base import KeyValueStore
+    from .manager import ManagerOptions
+    from .storage import TokenStorage
+
+    if sys.version_info >= (3, 11):
+        from typing import Unpack
+    else:
+        from typing_extensions import Unpack
 
 __all__ = ["TokenSession"]
 
@@ -104,8 +118,8 @@ class TokenSession(requests.Session):
         *,
         scope: Scope = None,
         audience: str | None = None,
-        token_storage: Any = None,
-        token_retry: Any = None,
+        token_storage: TokenStorage | KeyValueStore | str | None = None,
+        token_retry: Retry | int | None = None,
         token_timeout: Timeout = 10,
         auth_method: str | ClientAuth | None = None,
         token_manager: TokenManager | None = None,
@@ -119,8 +133,10 @@ class TokenSession(requests.Session):
         client_assertion: object = None,
         assertion_audience: str | None = None,
         cert: str | tuple[str, str] | None = None,
-        **manager_options: Any,
+        **manager_options: Unpack[ManagerOptions],
     ) -> None:
+        if manager_options:
+            check_options(type(self).__name__, manager_options)
         super().__init__()
         credentials = {
             "issuer": issuer,
@@ -167,7 +183,7 @@ class TokenSession(requests.Session):
                 raise ConfigurationError(
                     f"token_manager must be a TokenManager, not {type(token_manager).__name__}"
                 )
-            self.token_manager = token_manager
+            manager = token_manager
         else:
             missing = [
                 name
@@ -196,12 +212,35 @@ class TokenSession(requests.Session):
                 allow_insecure_http=allow_insecure_http,
                 **credentials,
             )
-            self.token_manager = TokenManager(provider, token_storage, **manager_options)
+            manager = TokenManager(provider, token_storage, **manager_options)
             if cert is not None:
                 # RFC 8705 §3: a token bound to the certificate is good only
                 # over a connection that presents it, so the API gets it too.
                 self.cert = cert
-        self.token_hosts = _flow.normalize_hosts(token_hosts)
+        self._flow = _flow.requests_flow(manager, _flow.normalize_hosts(token_hosts))
+
+    @property
+    def token_manager(self) -> TokenManager:
+        """The :class:`~alf_session.TokenManager` that supplies this session's tokens."""
+        return cast(TokenManager, self._flow.source)
+
+    @token_manager.setter
+    def token_manager(self, manager: TokenManager) -> None:
+        if not isinstance(manager, TokenManager):
+            raise ConfigurationError(
+                f"token_manager must be a TokenManager, not {type(manager).__name__}"
+            )
+        hosts = self._flow.hosts if "_flow" in self.__dict__ else None
+        self._flow = _flow.requests_flow(manager, hosts)
+
+    @property
+    def token_hosts(self) -> frozenset[str] | None:
+        """The hosts the token may be sent to, in canonical form; ``None``: every host."""
+        return self._flow.hosts
+
+    @token_hosts.setter
+    def token_hosts(self, hosts: Iterable[str] | str | None) -> None:
+        self._flow = _flow.requests_flow(self._flow.source, _flow.normalize_hosts(hosts))
 
     def __repr__(self) -> str:
         return f"<TokenSession {self.token_manager!r}>"
@@ -209,29 +248,43 @@ class TokenSession(requests.Session):
     def prepare_request(self, request: Request) -> PreparedRequest:
         """Prepare as :class:`requests.Session` does, then add the token.
 
-        The token goes on requests to allowed hosts that have no
-        ``Authorization`` header yet: a header (or ``auth``) the caller set
-        wins. ``self.headers`` is never written to; it is shared by all threads.
+        The token goes on requests to allowed hosts (judged on the prepared
+        URL, as the transport will connect) that have no ``Authorization``
+        header yet: a header (or ``auth``) the caller set wins, and
+        ``headers={"Authorization": None}`` means no token on that call.
+        ``self.headers`` is never written to; it is shared by all threads.
 
         Raises:
             TokenError: no token could be obtained; nothing is sent.
         """
-        hosts = self.token_hosts
-        ours = request.auth is None and self.auth is None
-        if ours and (hosts is None or _flow.host_allowed(request.url, hosts)):
+        flow = self._flow
+        if request.auth is None and self.auth is None:
             request.auth = _skip_netrc
             try:
                 prepared = super().prepare_request(request)
             finally:
                 request.auth = None
-            if _flow.authorization(prepared.headers) is None:
-                _flow.attach(prepared, self.token_manager.get_token())
+            if (
+                not (request.headers and _flow.removed_by_caller(request.headers))
+                and not _flow.set_to_none(self.headers)
+                and (flow.hosts is None or flow.allowed(prepared))
+            ):
+                if _flow.authorization(prepared.headers) is None:
+                    _flow.set_authorization(prepared.headers, flow.source.get_token().header_value)
+            elif self.trust_env:
+                # No token here: ~/.netrc serves this host, as requests would.
+                credentials = get_netrc_auth(prepared.url or "")
+                if credentials:
+                    prepared.prepare_auth(credentials)
             return prepared
         prepared = super().prepare_request(request)
-        if _flow.authorization(prepared.headers) is None and (
-            hosts is None or _flow.host_allowed(prepared.url, hosts)
+        if (
+            _flow.authorization(prepared.headers) is None
+            and not (request.headers and _flow.removed_by_caller(request.headers))
+            and not _flow.set_to_none(self.headers)
+            and flow.allowed(prepared)
         ):
-            _flow.attach(prepared, self.token_manager.get_token())
+            flow.attach(prepared)
         return prepared
 
     def rebuild_auth(self, prepared_request: PreparedRequest, response: Response) -> None:
@@ -240,16 +293,27 @@ class TokenSession(requests.Session):
 
         requests puts ``~/.netrc`` credentials over the header on every hop,
         even on a hop to the same host that keeps the header: our token (or
-        the caller's explicit header) would be displaced by them there.
+        the caller's explicit header) would be displaced by them there. Our
+        token is also dropped on a hop that requests would let keep it (an
+        upgrade to https) when ``token_hosts`` does not allow that origin.
         """
-        kept = prepared_request.headers.get("Authorization")
-        if kept is not None and self.should_strip_auth(  # type: ignore[no-untyped-call]  # untyped in types-requests
-            response.request.url or "", prepared_request.url or ""
-        ):
-            kept = None
-        super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]  # untyped in types-requests
+        headers = prepared_request.headers
+        kept = headers.get("Authorization")
         if kept is not None:
-            prepared_request.headers["Authorization"] = kept
+            flow = self._flow
+            session: Any = self  # should_strip_auth is untyped in types-requests
+            previous = response.request.url if response.request is not None else None
+            if session.should_strip_auth(previous or "", prepared_request.url or ""):
+                kept = None
+            elif not flow.allowed(prepared_request) and flow.source._token_for_header(
+                _flow.authorization(headers) or ""
+            ):
+                del headers["Authorization"]
+                kept = None
+        base: Any = super()  # untyped in types-requests
+        base.rebuild_auth(prepared_request, response)
+        if kept is not None:
+            headers["Authorization"] = kept
 
     def send(self, request: PreparedRequest, **kwargs: Any) -> Response:
         """Send as :class:`requests.Session` does; on a 401 to our token,
@@ -258,22 +322,51 @@ class TokenSession(requests.Session):
         The 401 is returned as it is when the body cannot be replayed (a
         generator, a file without a known start) or the retry would not carry
         our token. Redirect hops never get a token added here: requests drops
-        the header on a change of host and it stays dropped.
+        the header on a change of origin and it stays dropped.
+
+        When the request has response hooks, the retry runs as the first of
+        them (as requests' own auth retries do), so that a hook that raises
+        (``raise_for_status``) sees the final response, not the 401.
         """
+        hooks = request.hooks.get("response")
+        if hooks:
+            if type(hooks[0]) is not _RetryHook:
+                hooks.insert(0, _RetryHook(self))
+            return super().send(request, **kwargs)
         response = super().send(request, **kwargs)
         if response.status_code != 401:  # the hot path: no further call
             return response
-        token = _flow.sent_token(response, request, self.token_manager)
-        if token is None:
+        flow = self._flow
+        retry = flow.retry_for(request, response)
+        if retry is None:
             return response
-        if not _flow.replayable(request):
-            # Not sent again, but the token was refused all the same: drop it,
-            # so that the next request gets a new one instead of another 401.
-            self.token_manager.invalidate(token)
-            log.info("API answered 401; body cannot be replayed, so not retrying")
-            return response
-        retry = _flow.retry_request(request, self.token_manager._replace_refused(token))
         _flow.drain(response)
         final = super().send(retry, **kwargs)
         final.history.insert(0, response)
+        flow.refused_retry(retry, final)
         return final
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # requests.Session restores its __attrs__ with setattr: token_manager
+        # first (it makes the flow), then token_hosts.
+        manager = state.pop("token_manager")
+        hosts = state.pop("token_hosts", None)
+        base: Any = super()  # not declared in types-requests
+        base.__setstate__(state)
+        self._flow = _flow.requests_flow(manager, _flow.normalize_hosts(hosts))
+
+
+class _RetryHook:
+    """The first response hook of a :class:`TokenSession` request that has
+    hooks: the 401 retry, before the caller's hooks see the response."""
+
+    __slots__ = ("session",)
+
+    def __init__(self, session: TokenSession) -> None:
+        self.session = session
+
+    def __call__(self, response: Response, **kwargs: Any) -> Response:
+        session = self.session
+        return _flow.retry_in_hook(
+            session._flow, response, lambda request: session.get_adapter(request.url or ""), kwargs
+        )

@@ -27,8 +27,16 @@ storage that uses them.
 Contract for implementers (subclass :class:`TokenStorage`):
 
 * ``load``/``save``/``delete`` may raise anything when the backend is down:
-  the manager catches it, counts it, warns once per interval and carries on
-  with its memory and the token endpoint.
+  the manager catches it, counts it, warns once per outage and carries on
+  with its memory and the token endpoint (see :mod:`alf_session._guard`).
+* ``load`` returns the string saved, ``None`` when there is none, and
+  ``alf_session._base.GARBAGE`` for anything else under the key (the one rule
+  for garbage): the manager counts it, warns once a minute and overwrites it.
+  It never raises for garbage: a raise is an outage, and the garbage would stay.
+* ``blocking = False`` says a call never waits (memory): no thread ever
+  bounds it. The manager runs a blocking storage's calls in the caller's
+  thread when the client's own timeouts bound them within
+  ``storage_timeout``, else on one long-lived worker thread per backend.
 * ``delete(key, expected)`` deletes only while ``key`` still holds
   ``expected`` (atomically where the backend can), so that invalidating an
   old token never deletes a newer one.
@@ -42,18 +50,15 @@ Contract for implementers (subclass :class:`TokenStorage`):
 
 from __future__ import annotations
 
-import os
-import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
-from . import _fork
-from ._base import DEFAULT_PREFIX, KeyValueStore, TokenStorage, new_owner
+from ._adapt import as_storage, open_url
+from ._base import DEFAULT_PREFIX, KeyValueStore, TokenStorage
 from ._encrypted import EncryptedStorage
 from ._file import FileStorage
+from ._memory import MemoryStorage
 from ._objects import DjangoCacheStorage, MemcacheStorage, ObjectStorage
-from ._redis import RedisStorage, redis_from_url, sentinel_from_url
+from ._redis import RedisStorage
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -69,138 +74,6 @@ __all__ = [
     "as_storage",
     "storage_from_url",
 ]
-
-
-class MemoryStorage(TokenStorage):
-    """A storage in this process's memory, shared by the managers given it.
-
-    Useful to let several sessions with the same credential share one token,
-    and in tests. Thread-safe; after ``fork()`` the child has its own copy.
-
-    .. versionadded:: 0.1
-    """
-
-    can_lock = True
-    blocking = False
-
-    def __init__(
-        self, *, prefix: str = DEFAULT_PREFIX, clock: Callable[[], float] | None = None
-    ) -> None:
-        super().__init__(prefix=prefix)
-        self._clock = clock or time.monotonic
-        self._data: dict[str, tuple[str, float | None]] = {}
-        self._locks: dict[str, tuple[str, float]] = {}
-        self._mutex = threading.Lock()
-        _fork.register(self)
-
-    def _after_fork(self) -> None:
-        self._mutex = threading.Lock()
-        self._locks.clear()
-
-    def _now(self) -> float:
-        return self._clock()
-
-    def load(self, key: str) -> str | None:
-        with self._mutex:
-            item = self._data.get(key)
-            if item is None:
-                return None
-            value, deadline = item
-            if deadline is not None and deadline <= self._now():
-                del self._data[key]
-                return None
-            return value
-
-    def save(self, key: str, value: str, ttl: float | None) -> None:
-        with self._mutex:
-            self._data[key] = (value, None if ttl is None else self._now() + ttl)
-
-    def delete(self, key: str, expected: str | None = None) -> None:
-        with self._mutex:
-            item = self._data.get(key)
-            if item is not None and (expected is None or item[0] == expected):
-                del self._data[key]
-
-    def acquire_lock(self, key: str, ttl: float) -> str | None:
-        with self._mutex:
-            now = self._now()
-            held = self._locks.get(key)
-            if held is not None and held[1] > now:
-                return None
-            owner = new_owner()
-            self._locks[key] = (owner, now + ttl)
-            return owner
-
-    def release_lock(self, key: str, owner: str) -> None:
-        with self._mutex:
-            held = self._locks.get(key)
-            if held is not None and held[0] == owner:
-                del self._locks[key]
-
-
-def as_storage(obj: object, *, prefix: str = DEFAULT_PREFIX) -> TokenStorage:
-    """Wrap ``obj`` as a :class:`TokenStorage`, once, at construction.
-
-    A :class:`TokenStorage` is returned as it is, a string is read by
-    :func:`storage_from_url`, and any other object needs ``get`` and ``set``
-    (see the table in this module's documentation for what each becomes).
-
-    Args:
-        obj: The storage, client, cache or URL.
-        prefix: Namespace put in front of every key (not for a
-            :class:`TokenStorage`, which has its own).
-
-    Raises:
-        ConfigurationError: ``obj`` has no ``get`` and ``set``, or is an
-            asyncio client.
-
-    .. versionadded:: 0.1
-    """
-    from .errors import ConfigurationError
-
-    if isinstance(obj, TokenStorage):
-        return obj
-    if isinstance(obj, str):
-        return storage_from_url(obj, prefix=prefix)
-    get, set_ = getattr(obj, "get", None), getattr(obj, "set", None)
-    if not (callable(get) and callable(set_)):
-        raise ConfigurationError(
-            f"token_storage must have get(key) and set(key, value) methods "
-            f"(a redis client, a Django cache, …); {type(obj).__name__} has not"
-        )
-    import inspect
-
-    # redis.asyncio's commands are plain functions that return coroutines.
-    if (
-        inspect.iscoroutinefunction(get)
-        or inspect.iscoroutinefunction(set_)
-        or ".asyncio" in type(obj).__module__
-    ):
-        raise ConfigurationError(
-            f"token_storage {type(obj).__name__} is asynchronous; requests is not: "
-            "pass the synchronous client (redis.Redis rather than redis.asyncio.Redis)"
-        )
-    family = _family(obj)
-    if family in ("redis", "valkey") and callable(getattr(obj, "register_script", None)):
-        return RedisStorage(obj, prefix=prefix)
-    if family == "pymemcache":
-        return MemcacheStorage(obj, prefix=prefix)
-    if family == "django":
-        return DjangoCacheStorage(obj, prefix=prefix)
-    return ObjectStorage(obj, prefix=prefix)
-
-
-def _family(obj: object) -> str:
-    """The top-level package of ``obj``'s class or of one of its bases."""
-    for cls in type(obj).__mro__:
-        top = cls.__module__.partition(".")[0]
-        if top in ("redis", "valkey", "pymemcache", "django"):
-            return top
-    return ""
-
-
-_memory: dict[str, MemoryStorage] = {}
-_memory_lock = threading.Lock()
 
 
 def storage_from_url(
@@ -241,63 +114,7 @@ def storage_from_url(
 
     .. versionadded:: 0.1
     """
-    from urllib.parse import unquote, urlsplit
-
-    from .errors import ConfigurationError
-
-    if not isinstance(url, str):
-        raise ConfigurationError(f"a storage URL must be a str, not {type(url).__name__}")
-    if not isinstance(prefix, str):
-        raise ConfigurationError(
-            f"a storage prefix must be a str such as 'my-service:', not {type(prefix).__name__}"
-        )
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or not 0 < timeout < float("inf")
-    ):
-        raise ConfigurationError(
-            f"storage timeout must be a positive number of seconds, not {timeout!r}"
-        )
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError:
-        raise ConfigurationError("bad storage URL (it could not be parsed)") from None
-    scheme = parts.scheme.lower()
-    storage: TokenStorage
-    if scheme in ("redis", "rediss"):
-        storage = RedisStorage(redis_from_url(url.strip(), timeout=timeout), prefix=prefix)
-    elif scheme in ("redis+sentinel", "rediss+sentinel"):
-        storage = RedisStorage(sentinel_from_url(url.strip(), timeout=timeout), prefix=prefix)
-    elif scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise ConfigurationError(
-                f"file:// storage must be on this host (file:///path), not on {parts.netloc!r}"
-            )
-        path = unquote(parts.path)
-        if not path:
-            raise ConfigurationError("file:// storage needs a directory: file:///path/to/dir")
-        if parts.query or parts.fragment:
-            raise ConfigurationError(
-                "file:// storage takes no ?options or #fragment (a '?' or '#' in the "
-                "directory's name is spelt %3F or %23)"
-            )
-        storage = FileStorage(os.path.expanduser(path), prefix=prefix)
-    elif scheme == "memory":
-        if parts.netloc or parts.path.strip("/") or parts.query:
-            raise ConfigurationError(
-                "memory:// storage takes no host, path or options: it is this process's memory"
-            )
-        with _memory_lock:
-            storage = _memory.get(prefix) or _memory.setdefault(
-                prefix, MemoryStorage(prefix=prefix)
-            )
-    else:
-        # Only the scheme is quoted: the rest may hold a password.
-        raise ConfigurationError(
-            f"unknown storage URL scheme {scheme + ':' if scheme else '(none)'}; "
-            "use redis://, rediss://, redis+sentinel://, file:/// or memory://"
-        )
+    storage = open_url(url, prefix=prefix, timeout=timeout)
     if encryption_key is not None:
         storage = EncryptedStorage(storage, encryption_key)
     return storage

@@ -30,37 +30,13 @@ from alf_session import (
 )
 from alf_session._servers import APIServer, TokenServer
 
+from .front_doors import KINDS, Client
 from .helpers import CLIENT_ID, CLIENT_SECRET, FakeClock, run_threads
 
 Maker = Callable[..., TokenManager]
 
 
-class Client:
-    """One way of putting the manager's token on requests, with a uniform call."""
-
-    def __init__(self, kind: str, manager: TokenManager) -> None:
-        self.kind = kind
-        self.manager = manager
-        if kind == "session":
-            self.session: requests.Session = TokenSession(token_manager=manager)
-        elif kind == "auth":
-            self.session = requests.Session()
-            self.session.auth = BearerAuth(manager)
-        else:
-            self.session = requests.Session()
-            self.session.mount("http://", TokenAdapter(manager))
-
-    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        return self.session.request(method, url, timeout=10, **kwargs)
-
-    def get(self, url: str, **kwargs: Any) -> requests.Response:
-        return self.request("GET", url, **kwargs)
-
-    def post(self, url: str, **kwargs: Any) -> requests.Response:
-        return self.request("POST", url, **kwargs)
-
-
-@pytest.fixture(params=["session", "auth", "adapter"])
+@pytest.fixture(params=KINDS)
 def client(request: pytest.FixtureRequest, make_manager: Maker) -> Iterator[Client]:
     made = Client(request.param, make_manager())
     yield made
@@ -300,7 +276,7 @@ class TestAllClients:
         assert api_server.calls == 0
         client.session.close()
 
-    @pytest.fixture(params=["session", "auth", "adapter"])
+    @pytest.fixture(params=KINDS)
     def kind(self, request: pytest.FixtureRequest) -> str:
         return str(request.param)
 

@@ -67,6 +67,28 @@ def manager_and_friends() -> None:
     TokenSession(token_manager=manager).close()
 
 
+def manager_options_through_the_session() -> None:
+    # The TokenManager options TokenSession passes on are typed keywords too.
+    session = TokenSession(
+        "https://idp.example/oauth/token",
+        "my-client",
+        "s3cret",
+        leeway=10,
+        refresh_ahead=None,
+        failure_ttl=30.0,
+        key="orders-client",
+        clock=lambda: 0.0,
+        token_storage="redis://localhost:6379/0",
+    )
+    session.close()
+    manager = TokenManager(
+        ClientCredentials("https://idp.example/token", "id", "secret"), "memory://"
+    )
+    hosts: frozenset[str] | None = TokenSession(token_manager=manager).token_hosts
+    print(hosts, BearerAuth(manager, token_hosts=["api.example"]).token_hosts)
+    TokenAdapter(manager, token_hosts="api.example", max_retries=Retry(total=2), pool_block=True)
+
+
 def password_grant() -> Token:
     provider = PasswordCredentials("https://idp.example/token", "id", None, "alice", "pw")
     return TokenManager(provider).get_token()

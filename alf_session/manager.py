@@ -84,6 +84,10 @@ _MAX_STORE_TTL = 10 * 365 * 24 * 3600.0
 # How many of its latest tokens a manager recognises in a 401's request: a
 # request may be answered after a token or two more have been adopted.
 _HANDED_KEPT = 8
+# Refresh jitter draws from the OS (no state: nothing shared by forked
+# workers, and the global ``random`` state an application may have seeded,
+# or that a test framework watches, is left alone).
+_jitter = random.SystemRandom()
 
 
 class TokenStats(NamedTuple):
@@ -893,7 +897,7 @@ class TokenManager:
         if fetched:
             if jitter and self.refresh_jitter:
                 # Processes that each fetch their own token drift apart.
-                refresh_at -= random.random() * self.refresh_jitter * lifetime  # noqa: S311 - not crypto
+                refresh_at -= _jitter.random() * self.refresh_jitter * lifetime
             # A token just fetched is not renewed at once, even if it says it
             # was issued long ago: that would be a second request for nothing.
             # But it still gets a background window before it goes stale: a
@@ -909,7 +913,7 @@ class TokenManager:
             refresh_at = max(refresh_at, issued + min(_MIN_REUSE, (stale_at - issued) * ahead))
             if jitter and self.refresh_jitter:
                 room = max(stale_at - refresh_at, 0.0) / 2
-                later = random.random() * self.refresh_jitter * lifetime  # noqa: S311 - not crypto
+                later = _jitter.random() * self.refresh_jitter * lifetime
                 refresh_at += min(later, room)
         return min(refresh_at, stale_at), stale_at
 

@@ -1,4 +1,4 @@
-"""Async callers on the same engine as threads: the slow path of ``aget_token``.
+"""Async callers on the same engine as threads: ``aget_token`` and the async drivers.
 
 The hot path of :meth:`TokenManager.aget_token` is the lock-free read of
 :meth:`TokenManager.get_token`, done in the event loop. Everything that can
@@ -18,6 +18,11 @@ request) stays in the manager's one synchronous engine, and runs off the loop:
   asyncio, a ``trio.Event`` set through the run's ``TrioToken`` under trio
   (httpx runs on both through anyio). A cancelled task stops waiting; the
   fetch goes on for the others.
+
+The async drivers (``alf_session.httpx``, ``alf_session.aiohttp``) drive the
+same :class:`~alf_session._flow.RequestFlow` as the sync ones, through its
+``a``-prefixed steps: the token from ``aget_token``, a 401 judged in a thread
+of its own (:func:`run_sync`), since it may touch the storage and the endpoint.
 
 A fresh thread per flight, not a pool: a pool's idle-worker bookkeeping does
 not survive ``fork()`` (a child would queue work for threads it does not
@@ -77,11 +82,17 @@ def current_library() -> str:
 
 async def slow_token(manager: TokenManager) -> Token:
     """A token for a task that found none usable in memory: one flight, off the loop."""
-    return await joined(manager, TOKEN, manager._get_token_slow, hit=True)
+    # A task that joined a running flight got its token as a thread that
+    # waited for the lock does: from memory, counted as a hit.
+    return await joined(manager, TOKEN, manager._get_token_slow, joiner=lambda _: manager._hit())
 
 
 async def joined(
-    manager: TokenManager, key: Hashable, call: Callable[[], _T], *, hit: bool = False
+    manager: TokenManager,
+    key: Hashable,
+    call: Callable[[], _T],
+    *,
+    joiner: Callable[[_T], object] | None = None,
 ) -> _T:
     """Run ``call`` in a thread, once for all tasks that ask for ``key`` meanwhile.
 
@@ -89,8 +100,8 @@ async def joined(
         manager: Whose flights these are.
         key: What the call does; tasks asking for the same key share a run.
         call: A blocking call of the manager's synchronous engine.
-        hit: Count a cache hit for each task that joined a running call
-            (its result came from memory, as for a thread that waited).
+        joiner: Called with the result in each task that joined a running
+            call rather than started it (to count it as the call would have).
 
     Raises:
         Whatever ``call`` raised; a :class:`TokenError` as a fresh copy per
@@ -102,8 +113,8 @@ async def joined(
         result = await _wait(future, library)
     except TokenError as exc:
         raise exc._clone() from exc.__cause__
-    if hit and not started:
-        manager._hit()
+    if joiner is not None and not started:
+        joiner(result)
     return result
 
 

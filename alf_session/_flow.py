@@ -104,6 +104,9 @@ Origin = tuple[str, str, int | None]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
+# Largest 401 body read before a retry so that its connection can be reused.
+_DRAIN_LIMIT = 64 * 1024
+
 # Set on a retry, so that it is never retried again (only retries carry it:
 # an attribute on every request would cost the hot path, see attach()).
 RETRIED_ATTR = "_alf_session_retried"
@@ -629,12 +632,22 @@ def from_netrc(url: str | None, header: str) -> bool:
 
 
 def drain(response: Response) -> None:
-    """Read and close a response we are about to replace, so that its
-    connection goes back to the pool (401 bodies are small)."""
-    try:
-        _ = response.content
-    except Exception:  # noqa: BLE001, S110 - a broken 401 body must not stop the retry
-        pass
+    """Let go of a response we are about to replace.
+
+    A body not read yet (``stream=True``, or under an adapter or an auth
+    hook, which see the response before requests reads it) is read only
+    when its ``Content-Length`` says it is small, so that the connection goes
+    back to the pool. Any other is not read: a hostile API can answer 401
+    with an endless body, which plain requests would hand back at once with
+    ``stream=True``; closing drops the connection instead.
+    """
+    if not response._content_consumed:  # type: ignore[attr-defined]  # private in requests
+        length = response.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) <= _DRAIN_LIMIT:
+            try:
+                _ = response.content
+            except Exception:  # noqa: BLE001, S110 - a broken 401 body must not stop the retry
+                pass
     response.close()
 
 

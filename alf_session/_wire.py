@@ -20,6 +20,7 @@ such a request is retried here, one attempt at a time, under the same
 from __future__ import annotations
 
 import base64
+import html
 import json
 import logging
 import re
@@ -73,6 +74,10 @@ _MAX_BODY = 1024 * 1024
 _QUOTE = 200
 # Form fields of a token request whose values are credentials: replaced by
 # "***" in the request objects an error carries.
+# Fields of a token response whose values are tokens (RFC 6749 §5.1, OpenID
+# Connect, RFC 8693): masked in the body of a response an error carries.
+_TOKEN_FIELDS = frozenset({"access_token", "refresh_token", "id_token"})
+
 _SECRET_FIELDS = frozenset(
     {
         "client_secret",
@@ -237,7 +242,45 @@ class WireMixin:
                 f"over {_MAX_BODY // 1024} KiB; that is not a token response",
                 response=response,
             )
-        return self._parse(response, body, secrets)
+        try:
+            return self._parse(response, body, secrets)
+        except TokenError:
+            # The error hands out the response: its body must not hand out a
+            # token the server issued (a 200 refused for a bad expires_in) or
+            # a secret it echoed.
+            self._scrub_body(response, body, secrets)
+            raise
+
+    def _scrub_body(
+        self, response: requests.Response, body: bytes, secrets: list[str | None]
+    ) -> None:
+        """Replace ``response``'s body by a copy without tokens or secrets:
+        the values of token fields and every spelling of a known secret read
+        ``***``; a 2xx body that is not a JSON or form object is dropped."""
+        ctype = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        payload = _decode_body(body, ctype)
+        if not isinstance(payload, Mapping):
+            if 200 <= response.status_code < 300:
+                response._content = b""
+                return
+            payload = {}
+        hidden = [v for k, v in payload.items() if k in _TOKEN_FIELDS and isinstance(v, str)]
+        spellings: set[str] = set()
+        for value in hidden:
+            spellings.update(_spellings(value))
+
+        def mask(text: str) -> str:
+            for form in sorted(spellings, key=len, reverse=True):
+                if form:
+                    text = text.replace(form, "***")
+            return self._redact(text, secrets)
+
+        text = _unescaped_json(body.decode("utf-8", errors="replace"), mask)
+        unescaped = html.unescape(text)  # an HTML page may echo "&" as "&amp;"
+        if mask(unescaped) != unescaped:
+            text = unescaped
+        response._content = mask(text).encode("utf-8")
+        response.encoding = "utf-8"
 
     def _exchange(
         self,
@@ -573,8 +616,25 @@ def _describe_body(
         name = _SPACES.sub(" ", redact(title.group(1), secrets)).strip()[:80] if title else ""
         found = f" titled {name!r}" if name else ""
         return f"an HTML page{found}"
+    text = _unescaped_json(text, lambda t: redact(t, secrets))
     text = _SPACES.sub(" ", redact(text, secrets))
     return repr(text[:_QUOTE] + ("…" if len(text) > _QUOTE else ""))
+
+
+def _unescaped_json(text: str, redact: Callable[[str], str]) -> str:
+    """``text``, or the same JSON without its escapes when that spelling
+    shows a secret that ``redact`` hides and ``text``'s does not.
+
+    A server's JSON encoder may escape what it echoes: Go's writes ``&`` as
+    ``\\u0026``, PHP's ``/`` as ``\\/``; the secret is then in the body under a
+    spelling nobody can list in advance.
+    """
+    try:
+        decoded = json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+    plain = json.dumps(decoded, ensure_ascii=False)
+    return plain if redact(plain) != plain else text
 
 
 def _timed_out(exc: requests.RequestException) -> bool:

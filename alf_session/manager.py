@@ -76,6 +76,13 @@ log = logging.getLogger(__name__)
 
 _INF = math.inf
 
+# The jitter of refresh points, from the OS's generator: it shares no state
+# with the random module's, which the application may seed or watch (a seeded
+# simulation; hypothesis fails a test whose strategies see that state move
+# while one of our background threads draws), and, unlike a Random() of our
+# own, it leaves no state for forked children to repeat alike.
+_JITTER = random.SystemRandom()
+
 # A freshly fetched token is reused for at least this long, even if the server
 # (or a skewed clock) says it is already expiring: no tight fetch loop, ever.
 _MIN_REUSE = 1.0
@@ -84,10 +91,6 @@ _MAX_STORE_TTL = 10 * 365 * 24 * 3600.0
 # How many of its latest tokens a manager recognises in a 401's request: a
 # request may be answered after a token or two more have been adopted.
 _HANDED_KEPT = 8
-# Refresh jitter draws from the OS (no state: nothing shared by forked
-# workers, and the global ``random`` state an application may have seeded,
-# or that a test framework watches, is left alone).
-_jitter = random.SystemRandom()
 
 
 class TokenStats(NamedTuple):
@@ -511,6 +514,8 @@ class TokenManager:
 
         .. versionadded:: 0.2
         """
+        # The lines of get_token's hot path, not a call to a shared helper:
+        # that call would cost every synchronous request too.
         entry = self._entry
         if entry is not None:
             now = self._clock()
@@ -897,7 +902,7 @@ class TokenManager:
         if fetched:
             if jitter and self.refresh_jitter:
                 # Processes that each fetch their own token drift apart.
-                refresh_at -= _jitter.random() * self.refresh_jitter * lifetime
+                refresh_at -= _JITTER.random() * self.refresh_jitter * lifetime
             # A token just fetched is not renewed at once, even if it says it
             # was issued long ago: that would be a second request for nothing.
             # But it still gets a background window before it goes stale: a
@@ -913,7 +918,7 @@ class TokenManager:
             refresh_at = max(refresh_at, issued + min(_MIN_REUSE, (stale_at - issued) * ahead))
             if jitter and self.refresh_jitter:
                 room = max(stale_at - refresh_at, 0.0) / 2
-                later = _jitter.random() * self.refresh_jitter * lifetime
+                later = _JITTER.random() * self.refresh_jitter * lifetime
                 refresh_at += min(later, room)
         return min(refresh_at, stale_at), stale_at
 

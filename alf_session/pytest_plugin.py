@@ -27,6 +27,19 @@ Fixtures (each test gets its own servers, so counts start at zero):
 ``alf_token_session``
     A :class:`~alf_session.TokenSession` with ``alf_credentials``, closed
     after the test.
+``alf_token_manager``
+    A :class:`~alf_session.TokenManager` for ``alf_token_server``: share it
+    between front doors, or ``await alf_token_manager.aget_token()``.
+
+Async tests (``async def``, run by anyio's plugin, pytest-asyncio or any
+other) use the same fixtures: the servers run in threads of their own, and
+their counters and knobs (``count``, ``revoke()``, ``fail_next()``) never
+block. Build an async client in the test itself, where its event loop runs::
+
+    @pytest.mark.anyio
+    async def test_orders(alf_credentials, alf_api_server):
+        async with AsyncTokenClient(**alf_credentials) as client:  # alf_session.httpx
+            assert (await client.get(alf_api_server.base_url + "/orders")).status_code == 200
 
 .. versionadded:: 0.1
 """
@@ -42,6 +55,7 @@ import pytest
 # plugins before coverage starts, and an import here would hide the package's
 # module-level lines from the coverage of your own test run.
 if TYPE_CHECKING:
+    from .manager import TokenManager
     from .session import TokenSession
     from .testing import APIServer, TokenServer
 
@@ -49,6 +63,7 @@ __all__ = [
     "alf_api_server",
     "alf_credentials",
     "alf_token_endpoint",
+    "alf_token_manager",
     "alf_token_server",
     "alf_token_session",
 ]
@@ -106,3 +121,16 @@ def alf_token_session(alf_token_server: TokenServer) -> Iterator[TokenSession]:
     server = alf_token_server
     with TokenSession(server.token_url, server.client_id, server.client_secret) as session:
         yield session
+
+
+@pytest.fixture
+def alf_token_manager(alf_token_server: TokenServer) -> TokenManager:
+    """A :class:`~alf_session.TokenManager` for ``alf_token_server``.
+
+    .. versionadded:: 0.2
+    """
+    from .manager import TokenManager
+    from .providers import ClientCredentials
+
+    server = alf_token_server
+    return TokenManager(ClientCredentials(server.token_url, server.client_id, server.client_secret))

@@ -12,9 +12,9 @@ from requests import PreparedRequest, Request, Response
 from requests.utils import get_netrc_auth
 
 from . import _flow
-from .client_auth import ClientAuth
 from .errors import ConfigurationError
 from .manager import TokenManager, check_options
+from .client_auth import ClientAuth
 from .providers import ClientCredentials, Scope, Timeout
 
 if TYPE_CHECKING:
@@ -135,88 +135,36 @@ class TokenSession(requests.Session):
         cert: str | tuple[str, str] | None = None,
         **manager_options: Unpack[ManagerOptions],
     ) -> None:
-        if manager_options:
-            check_options(type(self).__name__, manager_options)
         super().__init__()
-        credentials = {
-            "issuer": issuer,
-            "private_key": private_key,
-            "key_id": key_id,
-            "signing_alg": signing_alg,
-            "client_assertion": client_assertion,
-            "assertion_audience": assertion_audience,
-            "cert": cert,
-        }
-        if token_manager is not None:
-            given = [
-                name
-                for name, value in (
-                    ("token_endpoint", token_endpoint),
-                    ("client_id", client_id),
-                    ("client_secret", client_secret),
-                    ("scope", scope),
-                    ("audience", audience),
-                    ("token_storage", token_storage),
-                    ("token_retry", token_retry),
-                    ("extra_params", extra_params),
-                    ("auth_method", auth_method),
-                    *credentials.items(),
-                )
-                if value is not None
-            ]
-            # Options with a default count as given when they differ from it:
-            # silently ignoring them would leave the user believing they apply.
-            given += [
-                name
-                for name, value, default in (
-                    ("token_timeout", token_timeout, 10),
-                    ("allow_insecure_http", allow_insecure_http, False),
-                )
-                if value != default
-            ]
-            if given or manager_options:
-                raise ConfigurationError(
-                    "pass either token_manager or the credentials, not both; "
-                    f"got token_manager and {', '.join(given + list(manager_options))}"
-                )
-            if not isinstance(token_manager, TokenManager):
-                raise ConfigurationError(
-                    f"token_manager must be a TokenManager, not {type(token_manager).__name__}"
-                )
-            manager = token_manager
-        else:
-            missing = [
-                name
-                for name, value in (
-                    ("token_endpoint", token_endpoint if issuer is None else issuer),
-                    ("client_id", client_id),
-                )
-                if value is None
-            ]
-            if missing:
-                raise ConfigurationError(
-                    f"TokenSession needs {' and '.join(missing)} (with client_secret, "
-                    "private_key, client_assertion or cert), or issuer= in place of "
-                    "token_endpoint, or token_manager=TokenManager(...)"
-                )
-            provider = ClientCredentials(
-                token_endpoint,
-                client_id,
-                client_secret,
-                scope=scope,
-                audience=audience,
-                auth_method=auth_method,
-                extra_params=extra_params,
-                retry=token_retry,
-                timeout=token_timeout,
-                allow_insecure_http=allow_insecure_http,
-                **credentials,
-            )
-            manager = TokenManager(provider, token_storage, **manager_options)
-            if cert is not None:
-                # RFC 8705 §3: a token bound to the certificate is good only
-                # over a connection that presents it, so the API gets it too.
-                self.cert = cert
+        manager = manager_from_credentials(
+            type(self).__name__,
+            token_endpoint,
+            client_id,
+            client_secret,
+            scope=scope,
+            audience=audience,
+            token_storage=token_storage,
+            token_retry=token_retry,
+            token_timeout=token_timeout,
+            auth_method=auth_method,
+            token_manager=token_manager,
+            extra_params=extra_params,
+            allow_insecure_http=allow_insecure_http,
+            manager_options=manager_options,
+            credentials={
+                "issuer": issuer,
+                "private_key": private_key,
+                "key_id": key_id,
+                "signing_alg": signing_alg,
+                "client_assertion": client_assertion,
+                "assertion_audience": assertion_audience,
+                "cert": cert,
+            },
+        )
+        if cert is not None:
+            # RFC 8705 §3: a token bound to the certificate is good only over
+            # a connection that presents it, so the API gets it too.
+            self.cert = cert
         self._flow = _flow.requests_flow(manager, _flow.normalize_hosts(token_hosts))
 
     @property
@@ -354,6 +302,110 @@ class TokenSession(requests.Session):
         base: Any = super()  # not declared in types-requests
         base.__setstate__(state)
         self._flow = _flow.requests_flow(manager, _flow.normalize_hosts(hosts))
+
+
+def manager_from_credentials(
+    owner: str,
+    token_endpoint: str | None,
+    client_id: str | None,
+    client_secret: str | None,
+    *,
+    scope: Scope,
+    audience: str | None,
+    token_storage: TokenStorage | KeyValueStore | str | None,
+    token_retry: Retry | int | None,
+    token_timeout: Timeout,
+    auth_method: str | ClientAuth | None,
+    token_manager: TokenManager | None,
+    extra_params: Mapping[str, str] | None,
+    allow_insecure_http: bool,
+    manager_options: Mapping[str, Any],
+    credentials: Mapping[str, Any] | None = None,
+) -> TokenManager:
+    """The manager for :class:`TokenSession`'s credential keywords (or its ``token_manager``).
+
+    Shared by every front door that takes those keywords (``TokenSession``,
+    ``alf_session.httpx.TokenClient`` and ``AsyncTokenClient``), so that they
+    take the same ones and check them alike. ``owner`` names the class in errors.
+    ``credentials`` are the keywords of credentials without shared secrets
+    (``issuer``, ``private_key``, ``key_id``, ``signing_alg``,
+    ``client_assertion``, ``assertion_audience``, ``cert``), passed on to
+    :class:`~alf_session.ClientCredentials`.
+
+    Raises:
+        ConfigurationError: the arguments don't describe one credential.
+    """
+    if manager_options:
+        check_options(owner, manager_options)
+    credentials = {k: v for k, v in (credentials or {}).items() if v is not None}
+    if token_manager is not None:
+        given = [
+            name
+            for name, value in (
+                ("token_endpoint", token_endpoint),
+                ("client_id", client_id),
+                ("client_secret", client_secret),
+                ("scope", scope),
+                ("audience", audience),
+                ("token_storage", token_storage),
+                ("token_retry", token_retry),
+                ("extra_params", extra_params),
+                *credentials.items(),
+            )
+            if value is not None
+        ]
+        # Options with a default count as given when they differ from it:
+        # silently ignoring them would leave the user believing they apply.
+        given += [
+            name
+            for name, value, default in (
+                ("token_timeout", token_timeout, 10),
+                ("allow_insecure_http", allow_insecure_http, False),
+            )
+            if value != default
+        ]
+        if auth_method not in (None, "client_secret_basic"):
+            given.append("auth_method")
+        if given or manager_options:
+            raise ConfigurationError(
+                "pass either token_manager or the credentials, not both; "
+                f"got token_manager and {', '.join(given + list(manager_options))}"
+            )
+        if not isinstance(token_manager, TokenManager):
+            raise ConfigurationError(
+                f"token_manager must be a TokenManager, not {type(token_manager).__name__}"
+            )
+        manager = token_manager
+    else:
+        missing = [
+            name
+            for name, value in (
+                ("token_endpoint", token_endpoint if "issuer" not in credentials else True),
+                ("client_id", client_id),
+            )
+            if value is None
+        ]
+        if missing:
+            raise ConfigurationError(
+                f"{owner} needs {' and '.join(missing)} (with client_secret, private_key, "
+                "client_assertion or cert), or issuer= in place of token_endpoint, or "
+                "token_manager=TokenManager(...)"
+            )
+        provider = ClientCredentials(
+            token_endpoint,
+            client_id,
+            client_secret,
+            scope=scope,
+            audience=audience,
+            auth_method=auth_method,
+            extra_params=extra_params,
+            retry=token_retry,
+            timeout=token_timeout,
+            allow_insecure_http=allow_insecure_http,
+            **credentials,
+        )
+        manager = TokenManager(provider, token_storage, **manager_options)
+    return manager
 
 
 class _RetryHook:

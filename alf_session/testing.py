@@ -23,6 +23,11 @@ Two ways to test code that makes authorized requests:
 
       session = TokenSession(token_manager=TokenManager(StaticTokenProvider("t0k3n")))
 
+The servers run in threads of their own, so async tests use them as they
+are: ``await AsyncTokenClient(...).get(api.base_url + "/orders")`` (from
+:mod:`alf_session.httpx`), or ``await manager.aget_token()`` with a
+:class:`StaticTokenProvider`; their counters and knobs never block a loop.
+
 Nothing here imports pytest; :mod:`alf_session.pytest_plugin` does.
 
 .. versionadded:: 0.1

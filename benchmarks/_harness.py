@@ -45,6 +45,9 @@ MEASURES = {
     5: "401 recovery after the server revoked the token",
     6: "Import time (fresh interpreter)",
     7: "Hot path in CPU instructions (callgrind; only with --only 7)",
+    8: "Async hot path: one awaited get with a cached token (httpx mock transport)",
+    9: "Async herd: 200 tasks start cold, token endpoint 300 ms",
+    10: "Async expiry stall: 8 tasks over several 2 s token lifetimes, token endpoint 300 ms",
 }
 
 

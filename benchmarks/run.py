@@ -21,7 +21,11 @@ Measures (see benchmarks/README.rst for what each one means):
 4. expiry stall: 8 threads looping over several 2 s token lifetimes while
    the token endpoint takes 300 ms to answer;
 5. recovery from a 401 after the server revoked the token;
-6. ``import`` time against ``import requests``.
+6. ``import`` time against ``import requests``;
+8. async hot path: one awaited ``get`` through ``httpx.MockTransport``,
+   against ``httpx.AsyncClient`` with a static header (the floor);
+9. async herd: 200 tasks start cold while the token endpoint takes 300 ms;
+10. async expiry stall: 8 tasks over several 2 s token lifetimes.
 
 Timings are medians of interleaved rounds; counts are exact. Nothing here is
 a test: the one test that runs this script (tests/test_benchmarks.py) checks
@@ -42,6 +46,7 @@ from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 from typing import Any
 
+from _async_measures import measure_async_herd, measure_async_hot_path, measure_async_stall
 from _harness import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -68,6 +73,9 @@ RUNNERS: dict[int, Callable[[Env, bool], Result]] = {
     5: measure_recovery,
     6: measure_imports,
     7: measure_instructions,
+    8: measure_async_hot_path,
+    9: measure_async_herd,
+    10: measure_async_stall,
 }
 # Slow (minutes under valgrind): run only when named in --only.
 OPT_IN = {7}
@@ -94,7 +102,8 @@ def machine_info(env: Env) -> dict[str, Any]:
         "redis-py": version("redis"),
         "redis-server": env.redis.version if not env.redis.missing else env.redis.missing,
         "peers": {c.dist: version(c.dist) for c in CONTENDERS if c.dist != "alf-session"}
-        | {"oauthlib": version("oauthlib")},
+        | {"oauthlib": version("oauthlib")}
+        | {dist: version(dist) for dist in ("httpx", "aiohttp", "httpx-auth")},
     }
 
 
@@ -124,7 +133,7 @@ def parse_only(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--only takes numbers like 2,3,5; not {text!r}") from None
     unknown = [n for n in numbers if n not in RUNNERS]
     if unknown or not numbers:
-        raise argparse.ArgumentTypeError(f"measures are 1-7; not {text!r}")
+        raise argparse.ArgumentTypeError(f"measures are 1-10; not {text!r}")
     return numbers
 
 

@@ -1,7 +1,7 @@
 """benchmarks/run.py keeps working, and alf-session keeps its exact counts there.
 
 The benchmark is not a test: no timing is asserted. This runs its counting
-measures (2: storage round trips, 3: thundering herd, 5: 401 recovery) in
+measures (2: storage round trips, 3: thundering herd, 5: 401 recovery, 9: async herd) in
 quick mode in a subprocess, as a user would, and reads its ``--json`` output.
 Peers that are not installed show as n/a there; only alf-session is checked.
 """
@@ -34,9 +34,9 @@ def _missing() -> str | None:
     return None
 
 
-def _row(results: dict[str, Any], measure: int) -> dict[str, Any]:
+def _row(results: dict[str, Any], measure: int, library: str = ALF_SESSION) -> dict[str, Any]:
     rows = results["measures"][str(measure)]["rows"]
-    row = next(r for r in rows if r["library"] == ALF_SESSION)
+    row = next(r for r in rows if r["library"] == library)
     assert "na" not in row, f"measure {measure}: alf-session n/a: {row['na']}"
     return row
 
@@ -50,7 +50,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         pytest.skip(why)
     out = tmp_path_factory.mktemp("bench") / "results.json"
     proc = subprocess.run(
-        [sys.executable, str(RUN), "--quick", "--only", "2,3,5", "--json", str(out)],
+        [sys.executable, str(RUN), "--quick", "--only", "2,3,5,9", "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=280,
@@ -58,7 +58,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         check=False,
     )
     assert proc.returncode == 0, f"run.py failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-    for title in ("== 2.", "== 3.", "== 5."):
+    for title in ("== 2.", "== 3.", "== 5.", "== 9."):
         assert title in proc.stdout, proc.stdout
     data: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
     return data
@@ -89,3 +89,13 @@ def test_revoked_token_recovered_with_two_api_calls(results: dict[str, Any]) -> 
     assert row["transparent"] is True
     assert row["status"] == 200
     assert row["api_calls"] == 2
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    "library", ["alf-session AsyncTokenClient", "alf-session aiohttp TokenMiddleware"]
+)
+def test_one_token_request_for_200_cold_tasks(results: dict[str, Any], library: str) -> None:
+    row = _row(results, 9, library)
+    assert row["token_requests_all"] == [1]
+    assert row["failed"] == 0

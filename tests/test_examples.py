@@ -30,6 +30,7 @@ def run_example(name: str, **env: str) -> str:
 
 def test_every_example_is_tested() -> None:
     tested = {
+        "async_service.py",
         "custom_provider.py",
         "django_cache.py",
         "many_services.py",
@@ -42,6 +43,38 @@ def test_every_example_is_tested() -> None:
         "shared_redis.py",
     }
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
+
+
+def test_async_service() -> None:
+    pytest.importorskip("starlette")
+    out = run_example("async_service.py")
+    assert "50 concurrent requests: 50 answered 200; token requests: 1" in out
+    assert "after the revocation: HTTP 200, retried: True; token requests: 2" in out
+    assert "API calls: 52, 401s retried: 1" in out
+
+
+def test_async_service_app_is_servable_from_settings() -> None:
+    """``uvicorn async_service:app`` finds an app once the settings are in the environment."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import async_service; "
+        "print(type(async_service.app).__name__)"
+    )
+    env = {
+        **os.environ,
+        "ORDERS_API": "http://127.0.0.1:9",
+        "TOKEN_ENDPOINT": "http://127.0.0.1:9/token",
+        "CLIENT_ID": "gateway",
+        "CLIENT_SECRET": "s3cret",
+    }
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code, str(EXAMPLES)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip() == "Starlette"
 
 
 def test_quickstart() -> None:

@@ -71,6 +71,46 @@ def test_plugin_fixtures_in_a_users_suite(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=5)
 
 
+ASYNC_USER_TESTS = """
+import anyio
+import pytest
+
+from alf_session.httpx import AsyncTokenClient
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request):
+    return request.param
+
+
+@pytest.mark.anyio
+async def test_async_client(alf_credentials, alf_api_server, alf_token_server):
+    async with AsyncTokenClient(**alf_credentials) as client:
+        async with anyio.create_task_group() as tasks:
+            for _ in range(10):
+                tasks.start_soon(client.get, alf_api_server.base_url + "/orders")
+        alf_token_server.revoke()
+        response = await client.get(alf_api_server.base_url + "/orders")
+    assert response.status_code == 200
+    assert alf_token_server.count == 2
+    assert alf_api_server.calls == 12
+
+
+@pytest.mark.anyio
+async def test_manager(alf_token_manager, alf_token_server):
+    token = await alf_token_manager.aget_token()
+    assert alf_token_server.check(token.access_token) is None
+    assert await alf_token_manager.aget_token() is token
+    assert alf_token_server.count == 1
+"""
+
+
+def test_plugin_fixtures_in_a_users_async_suite(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_user_async=ASYNC_USER_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--strict-markers")
+    result.assert_outcomes(passed=4)
+
+
 def test_plugin_is_registered_as_an_entry_point() -> None:
     found = {ep.name: ep.value for ep in entry_points(group="pytest11")}
     assert found.get("alf_session") == "alf_session.pytest_plugin"
@@ -85,6 +125,7 @@ def test_plugin_lists_its_fixtures(pytester: pytest.Pytester) -> None:
         "alf_credentials",
         "alf_api_server",
         "alf_token_session",
+        "alf_token_manager",
     ):
         result.stdout.fnmatch_lines([f"{name}*"])
 

@@ -156,3 +156,24 @@ def credentials_without_secrets() -> list[Token]:
     except DiscoveryError as exc:
         print(exc)
     return [p.fetch_token() for p in (federated, by_object, hmac, grant, exchange)]
+
+
+async def async_clients(manager: TokenManager) -> int:
+    import aiohttp
+    import httpx
+
+    from alf_session.aiohttp import TokenMiddleware
+    from alf_session.httpx import AsyncTokenClient, TokenAuth, TokenClient
+
+    token: Token = await manager.aget_token()
+    async with AsyncTokenClient(
+        "https://idp.example/token", "id", "secret", scope=["a", "b"], timeout=5.0
+    ) as client:
+        response: httpx.Response = await client.get("https://api.example/")
+        same: TokenManager = client.token_manager
+    with TokenClient(token_manager=same, token_hosts=["api.example"]) as sync_client:
+        sync_client.get("https://api.example/")
+    httpx.Client(auth=TokenAuth(manager, token_hosts="api.example"))
+    async with aiohttp.ClientSession(middlewares=[TokenMiddleware(manager)]) as session:
+        async with session.get("https://api.example/") as answer:
+            return answer.status + response.status_code + len(token.access_token)

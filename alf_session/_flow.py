@@ -641,7 +641,7 @@ def drain(response: Response) -> None:
     with an endless body, which plain requests would hand back at once with
     ``stream=True``; closing drops the connection instead.
     """
-    if not response._content_consumed:  # type: ignore[attr-defined]  # private in requests
+    if not response._content_consumed:  # type: ignore[attr-defined,unused-ignore]  # private in requests; types-requests lacks it
         length = response.headers.get("Content-Length", "")
         if length.isdigit() and int(length) <= _DRAIN_LIMIT:
             try:

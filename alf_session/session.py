@@ -12,9 +12,9 @@ from requests import PreparedRequest, Request, Response
 from requests.utils import get_netrc_auth
 
 from . import _flow
+from .client_auth import ClientAuth
 from .errors import ConfigurationError
 from .manager import TokenManager, check_options
-from .client_auth import ClientAuth
 from .providers import ClientCredentials, Scope, Timeout
 
 if TYPE_CHECKING:

@@ -228,7 +228,9 @@ class _Backend:
     def __init__(self, storage: TokenStorage) -> None:
         self.name = repr(storage)
         self.bound = own_bound(storage)
-        # Every guard on this backend, told when it answers again after a fault.
+        # Every guard on this backend, told when it answers again after a
+        # fault. Once none is left, nothing needs the worker, not even to
+        # probe a storage that never came back.
         self.guards: weakref.WeakSet[StorageGuard] = weakref.WeakSet()
         self._reset()
         _fork.register(self)
@@ -344,13 +346,13 @@ class _Backend:
             if self.jobs:
                 return self.jobs.pop(0)
             now = time.monotonic()
-            probe = self.probe if self.failing else None
+            probe = self.probe if self.failing and len(self.guards) else None
             if probe is not None:
                 if now >= self.probe_at:
                     self.probe = None
                     return _Job(functools.partial(self._run_probe, probe), None, None, wait=False)
                 self.changed.wait(self.probe_at - now)
-            elif now >= idle_until:
+            elif now >= idle_until or not self.guards:
                 self.worker = None
             else:
                 self.changed.wait(idle_until - now)
@@ -507,7 +509,7 @@ class StorageGuard:
         self.backend.guards.add(self)
         bound = self.backend.bound
         # In the caller's thread when the client's own timeouts bound the call.
-        self.inline = bound is not None and bound <= timeout
+        self.inline = bound is not None and bound <= timeout * (1 + 1e-9)
         self._garbage_warned_at = -float("inf")
 
     def __getstate__(self) -> dict[str, Any]:
@@ -672,7 +674,8 @@ class StorageGuard:
 
         Args:
             lock_ttl: How long the lock lives if its holder dies.
-            lock_wait: Longest wait for another process's token.
+            lock_wait: Longest wait for another process's token; 0 tries
+                the lock once.
             accept: Whether a stored token will do.
 
         Returns:
@@ -689,6 +692,8 @@ class StorageGuard:
                 owner = self.call(lambda: storage.acquire_lock(key, lock_ttl))
             except StorageFault:
                 return None, None
+            if owner is None and lock_wait <= 0:
+                return None, None  # one try asked for: held by another process
             if owner is not None:
                 # Someone may have stored a token between our read and the lock.
                 shared = self.load()

@@ -226,6 +226,10 @@ def _retry_after(exc: TokenError, now: float) -> float | None:
         return None
 
 
+class _KeepCurrent(Exception):
+    """Another process is fetching and the current token is still valid (internal)."""
+
+
 class _Counters:
     """The counters of :class:`TokenStats` but ``hits``; changed under the manager's ``_mutex``."""
 
@@ -689,11 +693,19 @@ class TokenManager:
                 raise failure.again(now)
             try:
                 return self._obtain(entry.token if entry else None, background=False)
+            except _KeepCurrent:
+                assert entry is not None  # noqa: S101 - only raised with a current token
+                keep = entry
             except TokenError as exc:
                 self._remember(exc)
                 raise
         finally:
             self._flight.release()
+        # Another process is fetching: this still valid token serves meanwhile,
+        # and a background refresh takes the new one from the storage.
+        self._refresh_in_background(keep)
+        self._hit()
+        return keep.token
 
     def _remember(self, exc: TokenError) -> None:
         """Keep ``exc`` to raise again (see the module docstring for how long)."""
@@ -772,13 +784,24 @@ class TokenManager:
 
         owner: str | None = None
         if guard.storage.can_lock and guard.usable:
+            # Past its leeway but not expired, the current token still works:
+            # a request does not wait for another process's fetch then (see
+            # _get_token_slow, which has the new one picked up meanwhile).
+            valid = (
+                not background
+                and current is not None
+                and current.expires_at is not None
+                and self._clock() < current.expires_at
+            )
             owner, shared = guard.wait_for_lock(
                 self.lock_ttl,
-                self.lock_wait,
+                0.0 if valid else self.lock_wait,
                 lambda token: self._acceptable(token, current, background),
             )
             if owner is None and shared is not None:
                 return self._adopt(shared, fetched=False)
+            if owner is None and valid and guard.usable:
+                raise _KeepCurrent
         try:
             token = self._fetch(current, background=background)
             self._adopt(token, fetched=True)

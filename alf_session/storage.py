@@ -94,17 +94,23 @@ def storage_from_url(
     * ``file:///path/to/directory``: :class:`FileStorage`;
     * ``memory://``: this process's :class:`MemoryStorage`.
 
-    Redis clients made here have socket timeouts of ``timeout`` seconds and
-    a short retry policy, unless the URL's query sets its own
-    (``?socket_timeout=5``). Every ``memory://`` of one process (and prefix)
-    is the same storage, as every ``redis://`` URL naming one server is.
+    A ``redis://`` client made here ends every call within ``timeout``
+    seconds: one retry, and socket timeouts that fit two tries in it, unless
+    the URL's query sets its own (``?socket_timeout=5``); its calls then run
+    in the caller's thread (a ``storage_timeout`` of at least ``timeout``).
+    A ``redis+sentinel://`` client has socket timeouts of ``timeout`` and
+    asks the sentinels with the same. Every ``memory://`` of one process (and
+    prefix) is the same storage, as every ``redis://`` URL naming one server
+    is.
 
     Args:
         url: The URL.
         prefix: Namespace put in front of every key.
         encryption_key: A Fernet key (or keys) to wrap the storage in an
             :class:`EncryptedStorage`.
-        timeout: Socket timeouts of a Redis client, in seconds.
+        timeout: Longest one call to a ``redis://`` storage takes, retry
+            included, in seconds (socket timeouts of a ``redis+sentinel://``
+            one).
 
     Raises:
         ConfigurationError: an unknown scheme, a bad URL (a redis option
@@ -113,6 +119,8 @@ def storage_from_url(
             seconds, or a missing package.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       ``redis+sentinel://``; ``timeout`` bounds a whole ``redis://`` call.
     """
     storage = open_url(url, prefix=prefix, timeout=timeout)
     if encryption_key is not None:

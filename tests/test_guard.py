@@ -7,6 +7,7 @@ started, storage calls made on request threads, token requests, warnings.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -232,7 +233,8 @@ def test_a_storage_known_to_fail_is_never_called_on_a_request_thread(
     spare_redis.start()  # same port, empty
     backend = _backend_for(storage)
     wait_until(lambda: not backend.failing)
-    assert [r.getMessage() for r in logs.records if "sharing tokens" in r.getMessage()] == [
+    mine = [r.getMessage() for r in logs.records if repr(storage) in r.getMessage()]
+    assert [m for m in mine if "sharing tokens" in m] == [
         f"token storage {storage!r} answers again; sharing tokens through it"
     ]
     fresh = TokenManager(credentials(), storage, key="tenant-0")
@@ -362,3 +364,32 @@ def test_a_forked_child_gets_its_own_worker(
     assert late.stats.storage_hits == 1
     assert idp.count == 2
     client.close()
+
+
+def test_a_still_valid_token_serves_while_another_process_fetches(
+    redis_server: RedisServer, idp: TokenServer, credentials: Credentials
+) -> None:
+    from .helpers import FakeClock
+
+    clock = FakeClock()
+    idp.expires_in = 100
+    storage = RedisStorage(bounded_client(redis_server))
+    manager = TokenManager(credentials(), storage, clock=clock, lock_wait=30)
+    first = manager.get_token()
+    assert manager._key is not None
+    assert _backend_for(storage).drain(5)  # the store, and this process's lock released
+    clock.advance(80)  # past the leeway (30 s), not expired: renewal is due
+    owner = storage.acquire_lock(manager._key, 30)  # another process is fetching
+    assert owner is not None
+    # No wait for that fetch: the current token serves meanwhile.
+    assert manager.get_token() == first
+    assert idp.count == 1
+    elsewhere = credentials()
+    elsewhere.clock = clock  # the other process's fetch ends
+    other = elsewhere.fetch_token()
+    storage.save(manager._key, json.dumps(other.to_dict()), 3600)
+    storage.release_lock(manager._key, owner)
+    # A background refresh takes it from the storage.
+    wait_until(lambda: manager.get_token() == other)
+    assert manager.stats.fetches == 1
+    assert idp.count == 2

@@ -55,6 +55,7 @@ def test_a_valid_token_costs_no_redis_command(
     url = idp_api.base_url + "/orders"
     with TokenSession(token_manager=manager) as session:
         assert session.get(url).status_code == 200  # cold: reads, locks, stores
+        storage_settled(manager)  # the store and the release are off the request path
         cold = redis_calls(redis_client)
         redis_client.config_resetstat()
         for _ in range(199):

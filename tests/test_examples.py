@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -36,6 +37,7 @@ def test_every_example_is_tested() -> None:
         "many_services.py",
         "mtls.py",
         "private_key_jwt.py",
+        "observability.py",
         "quickstart.py",
         "token_exchange.py",
         "workload_identity.py",
@@ -175,3 +177,19 @@ def test_token_exchange() -> None:
     assert "3 API requests: 1 upstream token request, 1 exchange" in out
     assert "subject token type: access_token, audience: 'orders-api'" in out
     assert "after revocation: 2 upstream token requests, 3 exchanges" in out
+
+
+def test_observability() -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    out = run_example("observability.py")
+    events = [json.loads(line[6:]) for line in out.splitlines() if line.startswith("event ")]
+    assert [e["kind"] for e in events] == ["fetched", "invalidated", "fetched", "retried_401"]
+    assert "21 requests: 2 token requests, 20 from memory" in out
+    assert (
+        'metric alf_session.token.requests {"grant": "client_credentials", '
+        '"outcome": "success"} 2' in out
+    )
+    assert 'metric alf_session.token.lookups {"tier": "memory"} 20' in out
+    assert "metric alf_session.unauthorized.retries {} 1" in out
+    assert out.count("span POST http://127.0.0.1:") == 2
+    assert "demo-secret" not in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import requests
 from urllib3.util.retry import Retry
 
+import alf_session.otel
 from alf_session import (
     BearerAuth,
     ClientCredentials,
@@ -20,6 +21,7 @@ from alf_session import (
     Token,
     TokenAdapter,
     TokenError,
+    TokenEvent,
     TokenExchange,
     TokenManager,
     TokenSession,
@@ -156,6 +158,18 @@ def credentials_without_secrets() -> list[Token]:
     except DiscoveryError as exc:
         print(exc)
     return [p.fetch_token() for p in (federated, by_object, hmac, grant, exchange)]
+
+
+def events_and_metrics() -> list[str]:
+    seen: list[TokenEvent] = []
+    manager = TokenManager(lambda: "bare-token", on_event=seen.append)
+    manager.get_token()
+    flushed: bool = manager.flush_events(timeout=1.0)
+    alf_session.otel.instrument()
+    alf_session.otel.uninstrument()
+    kinds = [event.kind for event in seen if flushed]
+    durations = [event.duration or 0.0 for event in seen]
+    return [*kinds, str(sum(durations)), str(seen[0].to_dict()["credential"])]
 
 
 async def async_clients(manager: TokenManager) -> int:

@@ -292,7 +292,7 @@ def _transport_url(url: str) -> tuple[str, str, str | None]:
     return (parts.scheme or "").lower(), parts.host or "", parts.auth
 
 
-def is_loopback_url(url: str) -> bool:
+def _is_loopback_url(url: str) -> bool:
     """Whether requests would send ``url`` to a loopback host (internal)."""
     try:
         return _is_loopback(parse_url(url).host or "")
@@ -1149,7 +1149,7 @@ class _WireAdapter(HTTPAdapter):
     __attrs__ = [*HTTPAdapter.__attrs__, "_loopback_only"]  # noqa: RUF012 - what pickling keeps, as in requests
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
-        if is_loopback_url(request.url or ""):
+        if _is_loopback_url(request.url or ""):
             kwargs["proxies"] = {}
         return super().send(request, *args, **kwargs)
 

@@ -430,9 +430,9 @@ class WireMixin:
                 )
             else:
                 detail = _describe_body(body, ctype, self._redact, secrets)
+            reason = _one_line(response.reason or "")  # the server's text, on one line
             raise TokenHTTPError(
-                f"token endpoint {url} answered HTTP {status} {response.reason or ''}".rstrip()
-                + f": {detail}",
+                f"token endpoint {url} answered HTTP {status} {reason}".rstrip() + f": {detail}",
                 response=response,
             )
         if payload is None:
@@ -460,13 +460,18 @@ class WireMixin:
         # Every field is the server's text, and a server may echo what it was
         # sent (a refresh token, the secret): each is redacted before it is cut.
         raw_code = str(payload["error"])
-        code = self._redact(raw_code, secrets)[:100]
+        # Then control characters go: a CR, LF or terminal escape from the
+        # server would forge log lines or drive the terminal of whoever
+        # prints the error (the command line does).
+        code = _one_line(self._redact(raw_code, secrets))[:100]
         description = payload.get("error_description")
         uri = payload.get("error_uri")
         description = (
-            self._redact(str(description), secrets)[:_QUOTE] if description is not None else None
+            _one_line(self._redact(str(description), secrets))[:_QUOTE]
+            if description is not None
+            else None
         )
-        uri = self._redact(str(uri), secrets)[:_QUOTE] if uri is not None else None
+        uri = _one_line(self._redact(str(uri), secrets))[:_QUOTE] if uri is not None else None
         cls = OAUTH_ERRORS.get(raw_code, OAuthError)
         message = f"{self.token_endpoint} refused the token request: {code}"
         if description:
@@ -599,6 +604,12 @@ def _decode_body(body: bytes, ctype: str) -> object:
 
 
 _SPACES = re.compile(r"\s+")
+
+
+def _one_line(text: str) -> str:
+    """``text`` with every run of whitespace or other unprintable characters
+    (CR, LF, ESC, NUL...) made one space."""
+    return _SPACES.sub(" ", "".join(c if c.isprintable() else " " for c in text)).strip()
 
 
 def _describe_body(

@@ -566,15 +566,6 @@ def set_authorization(headers: Any, value: str) -> None:
         headers["Authorization"] = value
 
 
-def set_to_none(headers: Any) -> bool:
-    """Whether session ``headers`` hold ``Authorization: None`` (which
-    requests reads as "no such header on this session's requests")."""
-    if type(headers) is _CID and FAST_HEADERS:
-        item = headers._store.get("authorization")
-        return item is not None and item[1] is None
-    return "Authorization" in headers and headers["Authorization"] is None
-
-
 def removed_by_caller(headers: object) -> bool:
     """Whether request ``headers`` (as given to requests) set ``Authorization``
     to ``None``: requests' way to say "no such header on this call"."""
@@ -641,7 +632,9 @@ def drain(response: Response) -> None:
     with an endless body, which plain requests would hand back at once with
     ``stream=True``; closing drops the connection instead.
     """
-    if not response._content_consumed:  # type: ignore[attr-defined]  # private in requests
+    # Private in requests (and undeclared in types-requests): read it as Any.
+    consumed: Any = getattr(response, "_content_consumed", False)
+    if not consumed:
         length = response.headers.get("Content-Length", "")
         if length.isdigit() and int(length) <= _DRAIN_LIMIT:
             try:

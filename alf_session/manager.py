@@ -568,6 +568,23 @@ class TokenManager:
             "invalidated %s", "cached token" if token is None else f"token {token.fingerprint}"
         )
 
+    @staticmethod
+    def flush_events(timeout: float = 5.0) -> bool:
+        """Wait until every event emitted so far reached its ``on_event`` callback.
+
+        Events are delivered by a background thread; a test (or a short
+        script about to print a summary) calls this to see them all.
+
+        Args:
+            timeout: Longest wait, in seconds.
+
+        Returns:
+            ``False`` if a callback was still busy when the time ran out.
+
+        .. versionadded:: 0.2
+        """
+        return _events.flush(timeout)
+
     def force_refresh(self) -> Token:
         """Fetch a new token now, store it and return it.
 

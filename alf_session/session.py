@@ -173,13 +173,18 @@ class TokenSession(requests.Session):
                 prepared = super().prepare_request(request)
             finally:
                 request.auth = None
-            if (
-                not (request.headers and _flow.removed_by_caller(request.headers))
-                and not _flow.set_to_none(self.headers)
-                and (flow.hosts is None or flow.allowed(prepared))
+            if not (request.headers and _flow.removed_by_caller(request.headers)) and (
+                flow.hosts is None or flow.allowed(prepared)
             ):
-                if _flow.authorization(prepared.headers) is None:
-                    _flow.set_authorization(prepared.headers, flow.source.get_token().header_value)
+                headers: Any = prepared.headers  # Any: _store is private
+                if _flow.FAST_HEADERS and type(headers) is _flow._CID:
+                    # The hot path: _flow.authorization and set_authorization
+                    # inlined (see there), without their two Python frames.
+                    store = headers._store
+                    if "authorization" not in store:
+                        store["authorization"] = ("Authorization", flow.source.get_token()._header)
+                elif _flow.authorization(headers) is None:
+                    _flow.set_authorization(headers, flow.source.get_token().header_value)
             elif self.trust_env:
                 # No token here: ~/.netrc serves this host, as requests would.
                 credentials = get_netrc_auth(prepared.url or "")
@@ -190,7 +195,6 @@ class TokenSession(requests.Session):
         if (
             _flow.authorization(prepared.headers) is None
             and not (request.headers and _flow.removed_by_caller(request.headers))
-            and not _flow.set_to_none(self.headers)
             and flow.allowed(prepared)
         ):
             flow.attach(prepared)

@@ -33,7 +33,7 @@ nitpicky = False
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_typehints_description_target = "documented_params"
-autodoc_class_signature = "separated"
+autodoc_class_signature = "mixed"
 autodoc_preserve_defaults = True
 # requests' own docstrings refer to labels of its documentation, not of this one.
 autodoc_inherit_docstrings = False

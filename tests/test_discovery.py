@@ -143,7 +143,15 @@ class _Silent:
             except OSError:
                 return
             self.conns.append(conn)
-            conn.recv(65536)
+            # Read the whole request head first: closing with unread bytes
+            # resets the connection, and the client sees a ConnectionError
+            # instead of the payload (it did, under load).
+            received = b""
+            while b"\r\n\r\n" not in received:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
             if self.payload:
                 conn.sendall(self.payload)
                 conn.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -34,6 +35,7 @@ def test_every_example_is_tested() -> None:
         "custom_provider.py",
         "django_cache.py",
         "many_services.py",
+        "observability.py",
         "quickstart.py",
         "sdk_session.py",
         "shared_redis.py",
@@ -144,3 +146,19 @@ def test_many_services() -> None:
     )
     assert "tokens seen by more than one API: 0" in out
     assert "billing session → inventory API: HTTP 401, sent with a token: False" in out
+
+
+def test_observability() -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    out = run_example("observability.py")
+    events = [json.loads(line[6:]) for line in out.splitlines() if line.startswith("event ")]
+    assert [e["kind"] for e in events] == ["fetched", "invalidated", "fetched", "retried_401"]
+    assert "21 requests: 2 token requests, 20 from memory" in out
+    assert (
+        'metric alf_session.token.requests {"grant": "client_credentials", '
+        '"outcome": "success"} 2' in out
+    )
+    assert 'metric alf_session.token.lookups {"tier": "memory"} 20' in out
+    assert "metric alf_session.unauthorized.retries {} 1" in out
+    assert out.count("span POST http://127.0.0.1:") == 2
+    assert "demo-secret" not in out

@@ -381,16 +381,6 @@ class TestAuthorizationNone:
         assert api_server.seen == [None, manager.get_token().header_value]
         assert response.history == []  # our token was not sent: not ours to retry
 
-    def test_none_on_the_session_means_no_token_from_it(
-        self, make_manager: Maker, token_server: TokenServer, api_server: APIServer
-    ) -> None:
-        with TokenSession(token_manager=make_manager()) as session:
-            session.headers["Authorization"] = None  # type: ignore[assignment]  # requests allows it
-            session.get(f"{api_server.base_url}/x", timeout=10)
-            session.get(f"{api_server.base_url}/x", headers={"Authorization": "Bearer mine"})
-        assert api_server.seen == [None, "Bearer mine"]
-        assert token_server.count == 0
-
 
 # -- what a provider returns ------------------------------------------------------------------
 
@@ -564,3 +554,35 @@ class TestKeywordTypos:
             BearerAuth(manager, token_host=["x"])  # type: ignore[call-arg]
         with pytest.raises(TypeError, match="TokenAdapter"):
             TokenAdapter(manager, token_host=["x"])  # type: ignore[call-arg]
+
+
+class TestUpgradeRedirect:
+    def test_https_upgrade_keeps_the_token_only_where_token_hosts_allows(
+        self, make_manager: Maker
+    ) -> None:
+        # requests keeps the header on an http -> https redirect to the same
+        # host; the token is dropped there when token_hosts names port 80 only.
+        manager = make_manager()
+        for hosts, kept in ((["api.example"], True), (["api.example:80"], False)):
+            with TokenSession(token_manager=manager, token_hosts=hosts) as session:
+                first = session.prepare_request(requests.Request("GET", "http://api.example/x"))
+                response = requests.Response()
+                response.request = first
+                response.status_code = 302
+                hop = first.copy()
+                hop.url = "https://api.example/x"
+                session.rebuild_auth(hop, response)
+                expected = manager.get_token().header_value if kept else None
+                assert hop.headers.get("Authorization") == expected
+
+
+def test_adapter_pickles_with_its_manager_and_hosts(token_server: TokenServer) -> None:
+    import pickle
+
+    manager = TokenManager(ClientCredentials(token_server.token_url, CLIENT_ID, CLIENT_SECRET))
+    adapter = TokenAdapter(manager, token_hosts=["Bücher.example"], pool_maxsize=3)
+    manager.get_token()  # the cached token travels with it
+    again = pickle.loads(pickle.dumps(adapter))  # noqa: S301 - our own data
+    assert again.token_hosts == {"xn--bcher-kva.example"}
+    assert again.manager.get_token() == adapter.manager.get_token()
+    assert again._pool_maxsize == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import requests
 from urllib3.util.retry import Retry
 
+import alf_session.otel
 from alf_session import (
     BearerAuth,
     ClientCredentials,
@@ -15,6 +16,7 @@ from alf_session import (
     Token,
     TokenAdapter,
     TokenError,
+    TokenEvent,
     TokenManager,
     TokenSession,
     TokenStats,
@@ -107,6 +109,18 @@ def errors() -> str:
     except TokenError as exc:
         return "" if exc.response is None else str(exc.response.status_code)
     return ""
+
+
+def events_and_metrics() -> list[str]:
+    seen: list[TokenEvent] = []
+    manager = TokenManager(lambda: "bare-token", on_event=seen.append)
+    manager.get_token()
+    flushed: bool = manager.flush_events(timeout=1.0)
+    alf_session.otel.instrument()
+    alf_session.otel.uninstrument()
+    kinds = [event.kind for event in seen if flushed]
+    durations = [event.duration or 0.0 for event in seen]
+    return [*kinds, str(sum(durations)), str(seen[0].to_dict()["credential"])]
 
 
 async def async_clients(manager: TokenManager) -> int:

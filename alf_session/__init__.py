@@ -52,8 +52,10 @@ from .manager import TokenManager, TokenStats
 from .providers import (
     CallableProvider,
     ClientCredentials,
+    JwtBearer,
     OAuth2Provider,
     PasswordCredentials,
+    TokenExchange,
     TokenProvider,
     default_retry,
 )
@@ -91,6 +93,7 @@ __all__ = [
     "InvalidRequest",
     "InvalidScope",
     "InvalidTokenResponse",
+    "JwtBearer",
     "KeyValueStore",
     "MemoryStorage",
     "NoClientAuth",
@@ -106,6 +109,7 @@ __all__ = [
     "TokenAdapter",
     "TokenError",
     "TokenEvent",
+    "TokenExchange",
     "TokenHTTPError",
     "TokenManager",
     "TokenProvider",

@@ -47,11 +47,13 @@ class CredentialSource:
     Thread-safe. The value never appears in a repr or a message.
     """
 
-    __slots__ = ("_call", "kind", "name", "path")
+    __slots__ = ("_call", "kind", "name", "path", "target")
 
     def __init__(self, value: object, *, name: str, managers: bool = False) -> None:
         self.name = name
         self.path: Path | None = None
+        #: The TokenManager or callable the value comes from, else ``None``.
+        self.target: Any = None
         if isinstance(value, os.PathLike):
             self.kind = "file"
             self.path = Path(value)
@@ -75,11 +77,11 @@ class CredentialSource:
                 )
         elif managers and callable(getattr(value, "get_token", None)):
             self.kind = "manager"
-            manager = value
+            manager = self.target = value
             self._call = lambda: _from_manager(manager)
         elif callable(value):
             self.kind = "callable"
-            func = value
+            func = self.target = value
             self._call = lambda: self._from_callable(func)
         else:
             accepted = "a JWT string, a path or a callable"
@@ -90,6 +92,22 @@ class CredentialSource:
     def __repr__(self) -> str:
         where = f" {str(self.path)!r}" if self.path is not None else ""
         return f"<{self.name} from a {self.kind}{where}>"
+
+    def identity(self) -> str:
+        """Names the source for a storage key, never by its value: a file by its
+        path, a manager by its credential's key, a callable by its qualified
+        name, a fixed string by a (one-way) hash of it."""
+        if self.kind == "file":
+            return f"file:{self.path}"
+        if self.kind == "manager":
+            provider = getattr(self.target, "provider", None)
+            return f"manager:{getattr(provider, 'cache_key', None) or type(provider).__name__}"
+        if self.kind == "callable":
+            module = getattr(self.target, "__module__", "")
+            return f"callable:{module}.{getattr(self.target, '__qualname__', '?')}"
+        import hashlib
+
+        return "string:" + hashlib.sha256(self._call().encode()).hexdigest()[:32]
 
     def get(self) -> str:
         """The credential now.
@@ -118,18 +136,18 @@ class CredentialSource:
                 f"cannot read {where}: {exc.strerror or type(exc).__name__}{hint}"
             ) from None
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise CredentialSourceError(f"{where} is not a regular file")
-            with os.fdopen(fd, "rb", closefd=False) as fh:
-                data = fh.read(_MAX_FILE + 1)
-        except TokenError:
-            raise  # a TokenError is an OSError too (a requests.RequestException)
-        except OSError as exc:
-            raise CredentialSourceError(
-                f"cannot read {where}: {exc.strerror or type(exc).__name__}"
-            ) from None
+            try:
+                regular = stat.S_ISREG(os.fstat(fd).st_mode)
+                data = _read_at_most(fd, _MAX_FILE + 1) if regular else b""
+            except OSError as exc:
+                # (TokenError is an OSError too: nothing of ours is raised in here.)
+                raise CredentialSourceError(
+                    f"cannot read {where}: {exc.strerror or type(exc).__name__}"
+                ) from None
         finally:
             os.close(fd)
+        if not regular:
+            raise CredentialSourceError(f"{where} is not a regular file")
         if len(data) > _MAX_FILE:
             raise CredentialSourceError(f"{where} is over {_MAX_FILE // 1024} KiB: not a token")
         try:
@@ -160,6 +178,18 @@ class CredentialSource:
                 f"the {self.name} callable {name} returned {got}; it must return the token string"
             )
         return value.strip()
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = os.read(fd, limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _from_manager(manager: Any) -> str:

@@ -29,8 +29,9 @@ A requests.Session that carries its own OAuth 2.0 bearer token, on the command l
   alf-session request GET URL         make one request with the token
   alf-session demo                    see it all work on loopback, nothing to set up
 
-Credentials come from options or environment variables (ALF_TOKEN_ENDPOINT,
-ALF_CLIENT_ID, ALF_CLIENT_SECRET, ALF_SCOPE, ALF_AUDIENCE, ALF_STORAGE).
+Credentials come from options or environment variables (ALF_TOKEN_ENDPOINT or
+ALF_ISSUER, ALF_CLIENT_ID, and one of ALF_CLIENT_SECRET, ALF_PRIVATE_KEY_FILE,
+ALF_CLIENT_ASSERTION_FILE, ALF_CERT_FILE; ALF_SCOPE, ALF_AUDIENCE, ALF_STORAGE).
 """
 
 _EPILOG_PRINT = """\
@@ -40,6 +41,10 @@ examples:
   curl -H "Authorization: Bearer $(alf-session token)" https://api.example/orders
   alf-session token --json | jq .expires_in
   ALF_STORAGE=redis://cache:6379/0 alf-session token   # the token your service cached
+  alf-session token --issuer https://idp.example --client-id my-service \
+      --private-key key.pem --key-id k1                 # private_key_jwt, endpoint discovered
+  alf-session token --issuer https://login.example/tenant --client-id my-service \
+      --client-assertion-file /var/run/secrets/tokens/idp  # workload identity
 
 exit status: 0 printed a token, 1 could not get one, 2 wrong command line.
 """
@@ -99,6 +104,12 @@ def _credential_options() -> _Parser:
         metavar="URL",
         help="token URL, https:// (or http:// on loopback) [ALF_TOKEN_ENDPOINT]",
     )
+    group.add_argument(
+        "--issuer",
+        metavar="URL",
+        help="discover the token endpoint from this issuer's metadata (OpenID Connect "
+        "discovery or RFC 8414) instead of --token-endpoint [ALF_ISSUER]",
+    )
     group.add_argument("--client-id", metavar="ID", help="client id [ALF_CLIENT_ID]")
     group.add_argument(
         "--client-secret",
@@ -112,14 +123,47 @@ def _credential_options() -> _Parser:
         help="read the client secret from the first line of PATH ('-': standard input)",
     )
     group.add_argument(
+        "--private-key",
+        metavar="FILE",
+        help="PEM private key (RSA, EC, Ed25519) that signs private_key_jwt assertions; "
+        "needs the jwt extra [ALF_PRIVATE_KEY_FILE]",
+    )
+    group.add_argument(
+        "--key-id", metavar="KID", help="kid of --private-key in your JWKS [ALF_KEY_ID]"
+    )
+    group.add_argument(
+        "--client-assertion-file",
+        metavar="FILE",
+        help="a ready client assertion, read again at each token request (Kubernetes "
+        "projected token, GitHub Actions, cloud workload identity) [ALF_CLIENT_ASSERTION_FILE]",
+    )
+    group.add_argument(
+        "--cert",
+        metavar="FILE",
+        help="client certificate for mTLS (RFC 8705), PEM; with its key unless --cert-key "
+        "[ALF_CERT_FILE]. The token is bound to it, and 'request' presents it to the API",
+    )
+    group.add_argument(
+        "--cert-key", metavar="FILE", help="the private key of --cert [ALF_CERT_KEY_FILE]"
+    )
+    group.add_argument(
         "--scope", metavar="SCOPE", help="space-separated scopes to ask for [ALF_SCOPE]"
     )
     group.add_argument("--audience", metavar="AUD", help="audience parameter [ALF_AUDIENCE]")
     group.add_argument(
         "--auth-method",
-        choices=("client_secret_basic", "client_secret_post", "none"),
-        default="client_secret_basic",
-        help="how the client authenticates to the token endpoint (default: %(default)s)",
+        choices=(
+            "client_secret_basic",
+            "client_secret_post",
+            "client_secret_jwt",
+            "private_key_jwt",
+            "tls_client_auth",
+            "self_signed_tls_client_auth",
+            "none",
+        ),
+        default=None,
+        help="how the client authenticates to the token endpoint (default: chosen from "
+        "the credential given and the server's metadata)",
     )
     group.add_argument(
         "--storage",

@@ -224,7 +224,7 @@ class TokenServer(_Base):
     ``client_certs``; start the server with ``tls=``) and ``none`` (ids in
     ``public_clients``). An assertion must have ``iss`` = ``sub`` = the client,
     ``aud`` = the token URL or the issuer, an ``exp`` in the future and at most
-    five minutes after ``iat``, and a ``jti`` never seen before; the first
+    ``max_assertion_lifetime`` (300 s) after ``iat``, and a ``jti`` never seen before; the first
     reason one is refused is kept in :attr:`refusals`. PyJWT is imported only
     when an assertion arrives.
 
@@ -293,6 +293,8 @@ class TokenServer(_Base):
         #: Which well-known places answer: "oidc", "oauth" (RFC 8414).
         self.metadata_at: tuple[str, ...] = ("oidc", "oauth")
         self.metadata_requests = 0
+        #: Longest an assertion may live (``exp`` - ``iat``), in seconds.
+        self.max_assertion_lifetime = 300.0
         self.delay = 0.0
         self.issue_refresh_tokens = False
         self.requests: list[TokenRequest] = []
@@ -561,8 +563,8 @@ class TokenServer(_Base):
             return "assertion sub is not the client"
         if not isinstance(claims["exp"], (int, float)) or claims["exp"] <= now - 5:
             return "assertion expired"
-        if claims["exp"] - claims["iat"] > 300:
-            return "assertion lives over 5 minutes"
+        if claims["exp"] - claims["iat"] > self.max_assertion_lifetime:
+            return f"assertion lives over {self.max_assertion_lifetime:g}s"
         if claims["iat"] > now + 60:
             return "assertion issued in the future"
         with self._lock:

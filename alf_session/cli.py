@@ -25,6 +25,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -34,9 +35,10 @@ import urllib3
 from urllib3.util.retry import Retry
 
 from ._cliargs import UsageError, build_parser
+from ._wire import _root_cause
 from .errors import ConfigurationError, InsecureTransportError, TokenError
 from .manager import TokenManager
-from .providers import ClientCredentials, _root_cause
+from .providers import ClientCredentials
 from .token import Token
 
 __all__ = ["main"]
@@ -45,8 +47,14 @@ log = logging.getLogger("alf_session.cli")
 
 ENV_VARS = {
     "token_endpoint": "ALF_TOKEN_ENDPOINT",
+    "issuer": "ALF_ISSUER",
     "client_id": "ALF_CLIENT_ID",
     "client_secret": "ALF_CLIENT_SECRET",
+    "private_key": "ALF_PRIVATE_KEY_FILE",
+    "key_id": "ALF_KEY_ID",
+    "client_assertion_file": "ALF_CLIENT_ASSERTION_FILE",
+    "cert": "ALF_CERT_FILE",
+    "cert_key": "ALF_CERT_KEY_FILE",
     "scope": "ALF_SCOPE",
     "audience": "ALF_AUDIENCE",
     "storage": "ALF_STORAGE",
@@ -178,6 +186,8 @@ def _cmd_request(args: argparse.Namespace) -> int:
     if not any(name.lower() == "authorization" for name in headers):
         _obtain(manager, refresh=False)  # here, so that -v says where it came from
     with TokenSession(token_manager=manager) as session:
+        # A token bound to the client certificate (RFC 8705) is good only with it.
+        session.cert = getattr(manager.provider, "cert", None)
         if args.retries:
             for prefix in ("https://", "http://"):
                 session.mount(prefix, requests.adapters.HTTPAdapter(max_retries=_retry(args)))
@@ -253,7 +263,7 @@ def _check_url(url: str, params: list[tuple[str, str]]) -> None:
 
 def _retry(args: argparse.Namespace) -> Retry:
     """--retries N for the API request: transient failures only, bounded waits."""
-    from .providers import _BoundedRetry
+    from ._transport import _BoundedRetry
 
     return _BoundedRetry(
         total=args.retries,
@@ -306,21 +316,31 @@ _COMMANDS = {"token": _cmd_token, "request": _cmd_request, "demo": _cmd_demo}
 def _manager(args: argparse.Namespace) -> TokenManager:
     """A TokenManager for the credentials of the options and the environment."""
     endpoint = _option(args, "token_endpoint")
+    issuer = _option(args, "issuer")
     client_id = _option(args, "client_id")
     secret = _client_secret(args)
     if secret:
         args.secrets.append(secret)
-    missing = [
-        f"--{name.replace('_', '-')} (or {ENV_VARS[name]})"
-        for name, value in (("token_endpoint", endpoint), ("client_id", client_id))
-        if not value
-    ]
+    missing = []
+    if not endpoint and not issuer:
+        missing.append("--token-endpoint (or ALF_TOKEN_ENDPOINT) or --issuer (or ALF_ISSUER)")
+    if not client_id:
+        missing.append("--client-id (or ALF_CLIENT_ID)")
     if missing:
         raise UsageError(f"no {' and no '.join(missing)} given")
+    if endpoint and issuer:
+        raise UsageError("give --token-endpoint or --issuer, not both")
+    assertion_file = _option(args, "client_assertion_file")
+    cert = _cert(args)
     provider = ClientCredentials(
-        endpoint,  # type: ignore[arg-type]  # checked above
-        client_id,  # type: ignore[arg-type]  # checked above
+        endpoint,
+        client_id,
         secret,
+        issuer=issuer,
+        private_key=_option(args, "private_key"),
+        key_id=_option(args, "key_id"),
+        client_assertion=Path(assertion_file) if assertion_file else None,
+        cert=cert,
         scope=_option(args, "scope"),
         audience=_option(args, "audience"),
         auth_method=args.auth_method,
@@ -335,6 +355,13 @@ def _manager(args: argparse.Namespace) -> TokenManager:
         storage = storage_from_url(storage_url)
     # One call, so no refresh ahead and no remembered failure are wanted.
     return TokenManager(provider, storage, refresh_ahead=None, failure_ttl=0)
+
+
+def _cert(args: argparse.Namespace) -> str | tuple[str, str] | None:
+    cert, key = _option(args, "cert"), _option(args, "cert_key")
+    if key and not cert:
+        raise UsageError("--cert-key (or ALF_CERT_KEY_FILE) needs --cert (or ALF_CERT_FILE)")
+    return (cert, key) if cert and key else cert
 
 
 def _option(args: argparse.Namespace, name: str) -> str | None:

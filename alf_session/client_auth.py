@@ -94,6 +94,9 @@ class ClientAuth:
     name: ClassVar[str] = ""
     #: Whether the token request must present a client certificate.
     needs_cert: ClassVar[bool] = False
+    #: Whether each attempt gets a new form (a fresh assertion): then the wire
+    #: retries by building the request again, never by resending it.
+    per_attempt: ClassVar[bool] = False
 
     def apply(self, form: dict[str, str], headers: dict[str, str], context: AuthContext) -> None:
         """Authenticate one token request attempt, in place."""
@@ -179,6 +182,7 @@ class ClientSecretJwt(_SecretMethod):
 
     __slots__ = ("_key",)
     name = "client_secret_jwt"
+    per_attempt = True
 
     def __init__(self, client_secret: str, *, signing_alg: str | None = None) -> None:
         super().__init__(client_secret)
@@ -225,6 +229,7 @@ class PrivateKeyJwt(ClientAuth):
 
     __slots__ = ("_key", "_source")
     name = "private_key_jwt"
+    per_attempt = True
 
     def __init__(
         self,
@@ -441,7 +446,10 @@ def select_auth(
         raise ConfigurationError(f"key_id and signing_alg do not apply to {auth_method!r}")
     if auth_method in ("client_secret_basic", "client_secret_post", "client_secret_jwt"):
         if client_secret is None:
-            raise ConfigurationError(f"auth_method {auth_method!r} needs a client_secret")
+            raise ConfigurationError(
+                f"client_secret is missing: auth_method {auth_method!r} authenticates the "
+                "client with it. Pass client_secret=..., or auth_method='none' for a public client"
+            )
         if auth_method == "client_secret_jwt":
             if key_id is not None:
                 raise ConfigurationError("key_id does not apply to client_secret_jwt")

@@ -21,19 +21,20 @@ providers of that issuer. A failure is not kept: the manager's
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from .errors import ConfigurationError, DiscoveryError, InsecureTransportError
+from .errors import ConfigurationError, DiscoveryError, InsecureTransportError, TokenError
 
 __all__ = ["ServerMetadata", "check_issuer", "clear_cache", "discover", "metadata_urls"]
 
@@ -87,7 +88,7 @@ class ServerMetadata:
         Raises:
             DiscoveryError: the document is not acceptable; the message says why.
         """
-        from .providers import check_endpoint
+        from ._transport import check_endpoint
 
         if not isinstance(document, Mapping):
             raise DiscoveryError(f"metadata at {url} is not a JSON object")
@@ -143,7 +144,7 @@ def check_issuer(issuer: object, *, allow_insecure_http: bool = False) -> str:
         ConfigurationError: not an https URL without query or fragment.
         InsecureTransportError: ``http://`` off loopback without the opt-in.
     """
-    from .providers import check_endpoint
+    from ._transport import check_endpoint
 
     if not isinstance(issuer, str) or not issuer.strip():
         raise ConfigurationError("issuer must be a URL string such as 'https://idp.example'")
@@ -178,27 +179,33 @@ def metadata_urls(issuer: str) -> list[str]:
     return [oidc, rfc8414]
 
 
+#: ``fetch(url, deadline)`` -> (HTTP status, body or ``None`` when over 1 MiB):
+#: how :func:`discover` reads a URL. It raises a TokenError when it gets no answer.
+Fetch = Callable[[str, float], tuple[int, bytes | None]]
+
+
 def discover(
     issuer: str,
     *,
-    session: requests.Session | None = None,
     timeout: float | tuple[float, float] = 10,
     verify: bool | str = True,
     proxies: Mapping[str, str] | None = None,
     allow_insecure_http: bool = False,
     use_cache: bool = True,
+    fetch: Fetch | None = None,
 ) -> ServerMetadata:
     """Fetch and check the metadata of ``issuer``, or take it from the cache.
 
     Args:
         issuer: The issuer identifier, exactly as the server states it.
-        session: The session to fetch with (retry policy, pools); default a new one.
         timeout: Bounds the whole discovery (every URL tried), in seconds; a
             (connect, read) pair bounds it by their sum.
         verify: TLS verification, as in requests.
         proxies: Proxies, as in requests.
         allow_insecure_http: Allow ``http://`` off loopback (issuer and endpoints).
         use_cache: Take a document fetched within the hour.
+        fetch: How to read a URL (a provider passes its own, bounded and
+            guarded like its token requests); default: a plain GET.
 
     Raises:
         DiscoveryError: no acceptable document was found; the message says
@@ -216,27 +223,44 @@ def discover(
                 return hit[1]
     budget = sum(timeout) if isinstance(timeout, tuple) else float(timeout)
     deadline = time.monotonic() + budget
-    own = session is None
-    http = session or requests.Session()
+    if fetch is None:
+        fetch = functools.partial(_plain_fetch, verify=verify, proxies=proxies, budget=budget)
     tried: list[str] = []
-    try:
-        for url in metadata_urls(issuer):
-            document = _fetch(http, url, deadline, budget, verify, proxies, tried)
-            if document is None:
-                continue
-            metadata = ServerMetadata.from_document(
-                document, issuer=issuer, url=url, allow_insecure_http=allow_insecure_http
+    for url in metadata_urls(issuer):
+        if time.monotonic() >= deadline:
+            raise DiscoveryError(f"discovery of issuer {issuer!r} ran out of its {budget:g}s")
+        try:
+            status, body = fetch(url, deadline)
+        except DiscoveryError:
+            raise
+        except TokenError as exc:
+            raise DiscoveryError(f"could not fetch metadata from {url}: {exc}") from exc
+        if status in (404, 405, 410) or 300 <= status < 400:
+            what = f"HTTP {status}"
+            if 300 <= status < 400:
+                what += " (a redirect, not followed)"
+            tried.append(f"{url} answered {what}")
+            continue
+        if body is None:
+            raise DiscoveryError(f"metadata at {url} is over {_MAX_BODY // 1024} KiB")
+        if status != 200:
+            raise DiscoveryError(
+                f"metadata at {url} answered HTTP {status}; the server may be down"
             )
-            log.debug("discovered %s at %s", issuer, url)
-            with _cache_lock:
-                _cache[key] = (time.monotonic(), metadata)
-                _cache.move_to_end(key)
-                while len(_cache) > _CACHE_SIZE:
-                    _cache.popitem(last=False)
-            return metadata
-    finally:
-        if own:
-            http.close()
+        try:
+            document = json.loads(body.decode("utf-8-sig"))
+        except (ValueError, RecursionError):
+            raise DiscoveryError(f"metadata at {url} is not JSON") from None
+        metadata = ServerMetadata.from_document(
+            document, issuer=issuer, url=url, allow_insecure_http=allow_insecure_http
+        )
+        log.debug("discovered %s at %s", issuer, url)
+        with _cache_lock:
+            _cache[key] = (time.monotonic(), metadata)
+            _cache.move_to_end(key)
+            while len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
+        return metadata
     raise DiscoveryError(
         f"no metadata for issuer {issuer!r}: "
         + "; ".join(tried)
@@ -244,64 +268,45 @@ def discover(
     )
 
 
-def _fetch(
-    http: requests.Session,
+def _plain_fetch(
     url: str,
     deadline: float,
-    budget: float,
+    *,
     verify: bool | str,
     proxies: Mapping[str, str] | None,
-    tried: list[str],
-) -> object:
-    """The JSON document at ``url``; ``None`` (noted in ``tried``) when there is none."""
+    budget: float,
+) -> tuple[int, bytes | None]:
+    """A GET bounded by ``deadline`` between reads (providers pass a stricter fetch)."""
     left = deadline - time.monotonic()
-    if left <= 0:
-        raise DiscoveryError(f"discovery of {url} ran out of its {budget:g}s")
     try:
-        response = http.get(
-            url,
-            headers={"Accept": "application/json"},
-            timeout=left,
-            allow_redirects=False,
-            stream=True,
-            verify=verify,
-            proxies=dict(proxies) if proxies else None,
-            auth=lambda r: r,  # no ~/.netrc credentials on a metadata request
-        )
+        with requests.Session() as http:
+            response = http.get(
+                url,
+                headers={"Accept": "application/json"},
+                timeout=left,
+                allow_redirects=False,
+                stream=True,
+                verify=verify,
+                proxies=dict(proxies) if proxies else None,
+                auth=lambda r: r,  # no ~/.netrc credentials on a metadata request
+            )
+            try:
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in response.iter_content(8192):
+                    size += len(chunk)
+                    if size > _MAX_BODY:
+                        return response.status_code, None
+                    if time.monotonic() > deadline:
+                        raise DiscoveryError(f"metadata at {url} took over {budget:g}s to arrive")
+                    chunks.append(chunk)
+                return response.status_code, b"".join(chunks)
+            finally:
+                response.close()
+    except DiscoveryError:
+        raise  # a TokenError is a requests.RequestException too
     except requests.RequestException as exc:
         raise DiscoveryError(f"could not fetch metadata from {url}: {type(exc).__name__}") from exc
-    try:
-        status = response.status_code
-        if status in (404, 405, 410) or (300 <= status < 400):
-            what = f"HTTP {status}"
-            if 300 <= status < 400:
-                what += " (a redirect, not followed)"
-            tried.append(f"{url} answered {what}")
-            return None
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            for chunk in response.iter_content(8192):
-                size += len(chunk)
-                if size > _MAX_BODY:
-                    raise DiscoveryError(f"metadata at {url} is over {_MAX_BODY // 1024} KiB")
-                if time.monotonic() > deadline:
-                    raise DiscoveryError(f"metadata at {url} took over {budget:g}s to arrive")
-                chunks.append(chunk)
-        except DiscoveryError:
-            raise  # a TokenError is a RequestException too
-        except requests.RequestException as exc:
-            raise DiscoveryError(f"metadata at {url} broke off: {type(exc).__name__}") from exc
-        if status != 200:
-            raise DiscoveryError(
-                f"metadata at {url} answered HTTP {status}; the server may be down"
-            )
-        try:
-            return json.loads(b"".join(chunks).decode("utf-8-sig"))
-        except (ValueError, RecursionError):
-            raise DiscoveryError(f"metadata at {url} is not JSON") from None
-    finally:
-        response.close()
 
 
 def clear_cache() -> None:

@@ -12,6 +12,7 @@ from requests import PreparedRequest, Request, Response
 from requests.utils import get_netrc_auth
 
 from . import _flow
+from .client_auth import ClientAuth
 from .errors import ConfigurationError
 from .manager import TokenManager, check_options
 from .providers import ClientCredentials, Scope, Timeout
@@ -63,8 +64,11 @@ class TokenSession(requests.Session):
             default: 3 retries with backoff on connection errors, 429 and 5xx.
         token_timeout: Seconds (or ``(connect, read)``) that bound a whole token
             request, retries included; then :class:`~alf_session.TokenRequestTimeout`.
-        auth_method: ``"client_secret_basic"``, ``"client_secret_post"`` (both
-            need ``client_secret``) or ``"none"`` (a public client).
+        auth_method: An RFC 8414 client authentication method name, or a
+            :class:`~alf_session.ClientAuth`; default: chosen from the
+            credential given (see :class:`~alf_session.OAuth2Provider`). The
+            secret methods need a non-empty ``client_secret``; ``"none"`` is a
+            public client.
         token_manager: A :class:`~alf_session.TokenManager` to use instead of
             the credentials above (to share one between sessions, or for
             another grant).
@@ -73,6 +77,17 @@ class TokenSession(requests.Session):
             case-insensitive. ``None``: every host.
         extra_params: More form parameters for the token request.
         allow_insecure_http: Allow a plain-http token endpoint that is not loopback.
+        issuer: Discover the token endpoint from this issuer's metadata.
+        private_key: A key that signs ``private_key_jwt`` assertions (PEM
+            text or bytes, a path, or a ``cryptography`` key).
+        key_id: The ``kid`` of ``private_key``.
+        signing_alg: The JWS algorithm of the assertions; default from the key.
+        client_assertion: A ready assertion: a JWT, a callable, or a path read
+            again at each token request (workload identity).
+        assertion_audience: The ``aud`` of signed assertions; default the token endpoint.
+        cert: A client certificate (mTLS, RFC 8705), as in requests: presented
+            to the token endpoint and, since the token is bound to it, to the
+            API as well (``self.cert``).
         manager_options: Passed on to :class:`~alf_session.TokenManager`
             (``leeway``, ``refresh_ahead``, ``failure_ttl``, ``clock``, …).
 
@@ -83,6 +98,10 @@ class TokenSession(requests.Session):
     is thread-safe and fork-safe.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       ``issuer``, ``private_key``, ``key_id``, ``signing_alg``,
+       ``client_assertion``, ``assertion_audience``, ``cert``; ``auth_method``
+       chosen from the credential by default.
     """
 
     __attrs__ = [  # noqa: RUF012 - requests.Session declares it a plain list
@@ -102,11 +121,18 @@ class TokenSession(requests.Session):
         token_storage: TokenStorage | KeyValueStore | str | None = None,
         token_retry: Retry | int | None = None,
         token_timeout: Timeout = 10,
-        auth_method: str = "client_secret_basic",
+        auth_method: str | ClientAuth | None = None,
         token_manager: TokenManager | None = None,
         token_hosts: Iterable[str] | str | None = None,
         extra_params: Mapping[str, str] | None = None,
         allow_insecure_http: bool = False,
+        issuer: str | None = None,
+        private_key: object = None,
+        key_id: str | None = None,
+        signing_alg: str | None = None,
+        client_assertion: object = None,
+        assertion_audience: str | None = None,
+        cert: str | tuple[str, str] | None = None,
         **manager_options: Unpack[ManagerOptions],
     ) -> None:
         super().__init__()
@@ -125,7 +151,20 @@ class TokenSession(requests.Session):
             extra_params=extra_params,
             allow_insecure_http=allow_insecure_http,
             manager_options=manager_options,
+            credentials={
+                "issuer": issuer,
+                "private_key": private_key,
+                "key_id": key_id,
+                "signing_alg": signing_alg,
+                "client_assertion": client_assertion,
+                "assertion_audience": assertion_audience,
+                "cert": cert,
+            },
         )
+        if cert is not None:
+            # RFC 8705 §3: a token bound to the certificate is good only over
+            # a connection that presents it, so the API gets it too.
+            self.cert = cert
         self._flow = _flow.requests_flow(manager, _flow.normalize_hosts(token_hosts))
 
     @property
@@ -280,23 +319,29 @@ def manager_from_credentials(
     token_storage: TokenStorage | KeyValueStore | str | None,
     token_retry: Retry | int | None,
     token_timeout: Timeout,
-    auth_method: str,
+    auth_method: str | ClientAuth | None,
     token_manager: TokenManager | None,
     extra_params: Mapping[str, str] | None,
     allow_insecure_http: bool,
     manager_options: Mapping[str, Any],
+    credentials: Mapping[str, Any] | None = None,
 ) -> TokenManager:
     """The manager for :class:`TokenSession`'s credential keywords (or its ``token_manager``).
 
     Shared by every front door that takes those keywords (``TokenSession``,
     ``alf_session.httpx.TokenClient`` and ``AsyncTokenClient``), so that they
     take the same ones and check them alike. ``owner`` names the class in errors.
+    ``credentials`` are the keywords of credentials without shared secrets
+    (``issuer``, ``private_key``, ``key_id``, ``signing_alg``,
+    ``client_assertion``, ``assertion_audience``, ``cert``), passed on to
+    :class:`~alf_session.ClientCredentials`.
 
     Raises:
         ConfigurationError: the arguments don't describe one credential.
     """
     if manager_options:
         check_options(owner, manager_options)
+    credentials = {k: v for k, v in (credentials or {}).items() if v is not None}
     if token_manager is not None:
         given = [
             name
@@ -309,6 +354,7 @@ def manager_from_credentials(
                 ("token_storage", token_storage),
                 ("token_retry", token_retry),
                 ("extra_params", extra_params),
+                *credentials.items(),
             )
             if value is not None
         ]
@@ -318,11 +364,12 @@ def manager_from_credentials(
             name
             for name, value, default in (
                 ("token_timeout", token_timeout, 10),
-                ("auth_method", auth_method, "client_secret_basic"),
                 ("allow_insecure_http", allow_insecure_http, False),
             )
             if value != default
         ]
+        if auth_method not in (None, "client_secret_basic"):
+            given.append("auth_method")
         if given or manager_options:
             raise ConfigurationError(
                 "pass either token_manager or the credentials, not both; "
@@ -336,17 +383,21 @@ def manager_from_credentials(
     else:
         missing = [
             name
-            for name, value in (("token_endpoint", token_endpoint), ("client_id", client_id))
+            for name, value in (
+                ("token_endpoint", token_endpoint if "issuer" not in credentials else True),
+                ("client_id", client_id),
+            )
             if value is None
         ]
         if missing:
             raise ConfigurationError(
-                f"{owner} needs {' and '.join(missing)} (with client_secret), "
-                "or token_manager=TokenManager(...)"
+                f"{owner} needs {' and '.join(missing)} (with client_secret, private_key, "
+                "client_assertion or cert), or issuer= in place of token_endpoint, or "
+                "token_manager=TokenManager(...)"
             )
         provider = ClientCredentials(
-            token_endpoint,  # type: ignore[arg-type]  # checked above
-            client_id,  # type: ignore[arg-type]
+            token_endpoint,
+            client_id,
             client_secret,
             scope=scope,
             audience=audience,
@@ -355,6 +406,7 @@ def manager_from_credentials(
             retry=token_retry,
             timeout=token_timeout,
             allow_insecure_http=allow_insecure_http,
+            **credentials,
         )
         manager = TokenManager(provider, token_storage, **manager_options)
     return manager

@@ -121,7 +121,11 @@ def local_servers(**token_server_options: Any) -> Iterator[tuple[TokenServer, AP
 
     Args:
         **token_server_options: Passed to :class:`TokenServer` (``client_id``,
-            ``client_secret``, ``expires_in``, ``users``, ``jwt``, ``clock``).
+            ``client_secret``, ``expires_in``, ``users``, ``jwt``, ``clock``;
+            and, to test credentials without shared secrets, ``client_keys``
+            for ``private_key_jwt``, ``client_certs`` for mTLS,
+            ``trusted_issuers`` for the JWT bearer grant, ``subject_validator``
+            for token exchange).
 
     .. versionadded:: 0.1
     """

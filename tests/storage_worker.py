@@ -1,7 +1,8 @@
 """One worker process of the multi-process storage tests (not a test module).
 
 Usage: ``python storage_worker.py STORAGE_URL THREADS [SECONDS]`` with the
-credential in ``ALF_TOKEN_ENDPOINT``, ``ALF_CLIENT_ID`` and ``ALF_CLIENT_SECRET``.
+credential in ``ALF_TOKEN_ENDPOINT``, ``ALF_CLIENT_ID`` and ``ALF_CLIENT_SECRET``
+(or ``ALF_PRIVATE_KEY_FILE``).
 
 It builds a cold TokenManager on the storage, prints ``ready``, waits for a
 line on stdin (so that every process starts at once), then gets a token from
@@ -27,7 +28,9 @@ def main() -> int:
     provider = ClientCredentials(
         os.environ["ALF_TOKEN_ENDPOINT"],
         os.environ["ALF_CLIENT_ID"],
-        os.environ["ALF_CLIENT_SECRET"],
+        os.environ.get("ALF_CLIENT_SECRET") or None,
+        # Set: the worker signs private_key_jwt assertions with this key.
+        private_key=os.environ.get("ALF_PRIVATE_KEY_FILE") or None,
     )
     manager = TokenManager(provider, storage_from_url(url), lock_wait=30.0, leeway=0.5)
     barrier = threading.Barrier(threads)

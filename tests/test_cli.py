@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -445,3 +446,79 @@ def unused_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+# -- credentials without shared secrets ----------------------------------------------
+
+
+@pytest.fixture
+def signing_server(tmp_path: Path) -> Iterator[tuple[TokenServer, Path]]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    path = tmp_path / "key.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = TokenServer("cli-client", client_keys={"cli-client": key.public_key()})
+    server.start()
+    yield server, path
+    server.stop()
+
+
+def test_private_key_and_issuer_from_options(signing_server: tuple[TokenServer, Path]) -> None:
+    server, key = signing_server
+    result = cli(
+        "token", "--issuer", server.issuer, "--client-id", "cli-client",
+        "--private-key", str(key), "--key-id", "k9",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert server.check(result.stdout.strip()) is None
+    assert server.metadata_requests == 1
+    assert server.requests[0].form["client_assertion_type"].endswith("jwt-bearer")
+    assert server.refusals == []
+
+
+def test_private_key_and_assertion_file_from_environment(
+    signing_server: tuple[TokenServer, Path], tmp_path: Path
+) -> None:
+    server, key = signing_server
+    env = {"ALF_ISSUER": server.issuer, "ALF_CLIENT_ID": "cli-client"}
+    result = cli("token", env={**env, "ALF_PRIVATE_KEY_FILE": str(key)})
+    assert result.returncode == 0, result.stderr
+    missing = cli("token", env={**env, "ALF_CLIENT_ASSERTION_FILE": str(tmp_path / "nope")})
+    assert missing.returncode == 1
+    assert "client_assertion file" in one_line(missing.stderr)
+    assert server.count == 1
+
+
+def test_a_bad_key_file_is_one_line_without_its_content(tmp_path: Path) -> None:
+    bad = tmp_path / "key.pem"
+    bad.write_text(
+        "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbA==\n-----END PRIVATE KEY-----\n"
+    )
+    result = cli(
+        "token", "--token-endpoint", "https://idp.example/token", "--client-id", "x",
+        "--private-key", str(bad),
+    )  # fmt: skip
+    assert result.returncode != 0
+    line = one_line(result.stderr)
+    assert "not a PEM private key" in line
+    assert "c2VjcmV0" not in line
+
+
+def test_cert_key_needs_cert_and_endpoint_or_issuer() -> None:
+    result = cli("token", env={"ALF_ISSUER": "https://idp.example", "ALF_CLIENT_ID": "x",
+                               "ALF_CERT_KEY_FILE": "/nonexistent"})  # fmt: skip
+    assert result.returncode == 2
+    assert "--cert-key" in one_line(result.stderr)
+    both = cli("token", "--token-endpoint", "https://idp.example/t", "--issuer",
+               "https://idp.example", "--client-id", "x", "--client-secret-file", "-",
+               input="s\n")  # fmt: skip
+    assert both.returncode == 2
+    assert "not both" in one_line(both.stderr)

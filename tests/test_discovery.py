@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 
 from alf_session import DiscoveryError, InsecureTransportError, ServerMetadata, discover
 from alf_session._servers import TokenServer
@@ -170,7 +169,7 @@ def test_a_silent_server_is_bounded_by_the_timeout() -> None:
     silent = _Silent()
     try:
         with pytest.raises(DiscoveryError, match="could not fetch metadata"):
-            discover(silent.url, timeout=0.5, session=_no_retry())
+            discover(silent.url, timeout=0.5)
     finally:
         silent.close()
 
@@ -195,7 +194,3 @@ def test_redirect_is_not_followed(idp: TokenServer) -> None:
     finally:
         server.close()
     assert idp.metadata_requests == 0
-
-
-def _no_retry() -> requests.Session:
-    return requests.Session()

@@ -35,8 +35,12 @@ def test_every_example_is_tested() -> None:
         "custom_provider.py",
         "django_cache.py",
         "many_services.py",
+        "mtls.py",
+        "private_key_jwt.py",
         "observability.py",
         "quickstart.py",
+        "token_exchange.py",
+        "workload_identity.py",
         "sdk_session.py",
         "shared_redis.py",
     }
@@ -146,6 +150,33 @@ def test_many_services() -> None:
     )
     assert "tokens seen by more than one API: 0" in out
     assert "billing session → inventory API: HTTP 401, sent with a token: False" in out
+
+
+def test_private_key_jwt() -> None:
+    out = run_example("private_key_jwt.py")
+    assert "3 requests, 1 token request, authenticated by private_key_jwt" in out
+    assert "metadata fetched 1 time(s)" in out
+    assert "token requests: 2, distinct assertion jti: 2" in out
+    assert "assertion header: alg=ES256 kid=k1" in out
+
+
+def test_workload_identity() -> None:
+    out = run_example("workload_identity.py")
+    assert "2 requests, 1 token request" in out
+    assert 'assertions sent: ["rotation-1", "rotation-2"]' in out
+
+
+def test_mtls() -> None:
+    out = run_example("mtls.py")
+    assert "HTTP 200, 1 token request, authenticated by tls_client_auth" in out
+    assert "token bound to the certificate: True" in out
+
+
+def test_token_exchange() -> None:
+    out = run_example("token_exchange.py")
+    assert "3 API requests: 1 upstream token request, 1 exchange" in out
+    assert "subject token type: access_token, audience: 'orders-api'" in out
+    assert "after revocation: 2 upstream token requests, 3 exchanges" in out
 
 
 def test_observability() -> None:

@@ -31,15 +31,23 @@ THREADS = 8
 
 
 def run_workers(
-    idp: TokenServer, url: str, processes: int, threads: int, seconds: float = 0.0
+    idp: TokenServer,
+    url: str,
+    processes: int,
+    threads: int,
+    seconds: float = 0.0,
+    env: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Start ``processes`` workers, release them at once, and collect their reports."""
-    env = dict(
-        os.environ,
-        ALF_TOKEN_ENDPOINT=idp.token_url,
-        ALF_CLIENT_ID=idp.client_id,
-        ALF_CLIENT_SECRET=idp.client_secret,
-    )
+    """Start ``processes`` workers, release them at once, and collect their reports.
+
+    ``env`` adds to (or, with "", empties) the workers' ``ALF_*`` variables."""
+    env = {
+        **os.environ,
+        "ALF_TOKEN_ENDPOINT": idp.token_url,
+        "ALF_CLIENT_ID": idp.client_id,
+        "ALF_CLIENT_SECRET": idp.client_secret,
+        **(env or {}),
+    }
     workers = [
         subprocess.Popen(
             [sys.executable, WORKER, url, str(threads), str(seconds)],

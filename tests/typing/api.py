@@ -9,17 +9,24 @@ import alf_session.otel
 from alf_session import (
     BearerAuth,
     ClientCredentials,
+    ClientSecretJwt,
+    DiscoveryError,
     InvalidClient,
+    JwtBearer,
     MemoryStorage,
     OAuthError,
     PasswordCredentials,
+    PrivateKeyJwt,
+    ServerMetadata,
     Token,
     TokenAdapter,
     TokenError,
     TokenEvent,
+    TokenExchange,
     TokenManager,
     TokenSession,
     TokenStats,
+    discover,
 )
 
 
@@ -109,6 +116,48 @@ def errors() -> str:
     except TokenError as exc:
         return "" if exc.response is None else str(exc.response.status_code)
     return ""
+
+
+def credentials_without_secrets() -> list[Token]:
+    from pathlib import Path
+
+    keyed = TokenSession(
+        issuer="https://login.example/tenant",
+        client_id="orders",
+        private_key="/etc/orders/key.pem",
+        key_id="k1",
+        signing_alg="ES256",
+        assertion_audience="https://login.example/tenant",
+        cert=("/etc/orders/cert.pem", "/etc/orders/key.pem"),
+    )
+    keyed.close()
+    federated = ClientCredentials(
+        "https://idp.example/token",
+        "orders",
+        client_assertion=Path("/var/run/secrets/tokens/idp-token"),
+    )
+    by_object = ClientCredentials(
+        "https://idp.example/token", "orders", auth_method=PrivateKeyJwt(b"-----BEGIN ...")
+    )
+    hmac = ClientCredentials(
+        "https://idp.example/token", "orders", auth_method=ClientSecretJwt("x" * 32)
+    )
+    grant = JwtBearer("https://idp.example/token", lambda: "a.b.c", client_id="orders")
+    exchange = TokenExchange(
+        "https://sts.example/token",
+        TokenManager(federated),
+        actor_token=Path("/run/actor"),
+        requested_token_type="urn:ietf:params:oauth:token-type:access_token",
+        audience="billing",
+        resource=["https://billing.example/"],
+    )
+    try:
+        metadata: ServerMetadata = discover("https://login.example/tenant", timeout=3)
+        endpoint: str = metadata.token_endpoint_for(mtls=False)
+        del endpoint
+    except DiscoveryError as exc:
+        print(exc)
+    return [p.fetch_token() for p in (federated, by_object, hmac, grant, exchange)]
 
 
 def events_and_metrics() -> list[str]:

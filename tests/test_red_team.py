@@ -472,3 +472,32 @@ def test_secret_echoed_with_the_servers_escapes_is_masked(
     assert info.value.response is not None
     assert tail not in info.value.response.text
     assert _reachable_secrets(info.value, {tail}) == []
+
+
+# -- what a hostile token endpoint writes into our messages ---------------------------------
+
+
+def test_server_text_in_an_error_message_has_no_control_characters(
+    raw_server: Callable[[Handler], RawServer],
+) -> None:
+    """``error``, ``error_description`` and ``error_uri`` were quoted with their
+    CR, LF and ESC: a token endpoint could forge log lines, or drive the
+    terminal of whoever prints the error (``alf-session token`` does)."""
+    fields = {
+        "error": "invalid_scope\r\nFAKE",
+        "error_description": "bad\n2026-12-02 CRITICAL root: forged\x1b[31m\x00",
+        "error_uri": "https://idp.example/\r\nx",
+    }
+    token_server = raw_server(lambda _: _answer(400, fields))
+    reason_server = raw_server(
+        lambda _: (
+            b"HTTP/1.1 503 Busy\x1b[2J\x1b[31m\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+    )
+    for server, quoted in ((token_server, "forged"), (reason_server, "Busy")):
+        provider = ClientCredentials(f"{server.url}/token", CLIENT_ID, CLIENT_SECRET, retry=0)
+        with pytest.raises(TokenError) as info:
+            TokenManager(provider).get_token()
+        message = str(info.value)
+        assert quoted in message  # still quoted, on one line
+        assert message.isprintable(), repr(message)

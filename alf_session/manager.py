@@ -389,11 +389,15 @@ class TokenManager:
         self._rejected: dict[str, None] = {}
         # The last tokens handed out, by header value: a 401 names the token it
         # refused by the header the request carried (see _token_for_header).
-        self._handed: dict[str, Token] = {}
-        # The token last refused on the retry after a 401, and the token kept
-        # while 401s loop, each with when (clock): bounds the token requests
-        # 401s cost (see _refused).
-        self._again: tuple[Token, float] | None = None
+        # Each with the number of tokens adopted when it was (its place in
+        # the order of adoption).
+        self._handed: dict[str, tuple[Token, int]] = {}
+        self._adoptions = 0
+        # The token last refused on the retry after a 401 (with when, by the
+        # clock, and the number of tokens adopted by then), and the token kept
+        # while 401s loop, with when: bounds the token requests 401s cost (see
+        # _refused).
+        self._again: tuple[Token, float, int] | None = None
         self._looping: tuple[Token, float] | None = None
         self._counts = _Counters()
         self._start_hit_counter(0)
@@ -620,7 +624,8 @@ class TokenManager:
         without marking every request on the hot path.
         """
         with self._mutex:
-            return self._handed.get(value)
+            handed = self._handed.get(value)
+        return None if handed is None else handed[0]
 
     def _refused(self, token: Token, *, replace: bool, again: bool = False) -> Token | None:
         """An API answered 401 to ``token``: drop it (only it) and, if
@@ -632,7 +637,9 @@ class TokenManager:
         ``again``: ``token`` was refused on the retry of a request whose first
         token was refused too. Once is bad luck (a token revoked while the
         retry was on its way): ``token`` is dropped. Two tokens so within
-        ``failure_ttl`` (at least a second) and the API seems to refuse every
+        ``failure_ttl`` (at least a second), the second one taken after the
+        first one's refusal (tokens revoked one after the other while a
+        request was held up are no loop), and the API seems to refuse every
         fresh token (a wrong audience or scope, a clock far off): fetching one
         more per request would only load the token endpoint. Then ``token`` is
         kept, and while 401s to it keep coming less than ``failure_ttl`` apart
@@ -648,14 +655,27 @@ class TokenManager:
         with self._mutex:
             looping = self._looping
             if again:
-                previous, self._again = self._again, (token, now)
-                # Two tokens, not two threads reporting the same retry.
-                loop = previous is not None and previous[0] != token and now - previous[1] < window
+                previous, self._again = self._again, (token, now, self._adoptions)
+                # Two tokens, not two threads reporting the same retry; and
+                # ``token`` taken after the previous refusal, as a replacement
+                # in a loop is. A token that was current before then, refused
+                # on a retry reported late (a thread held up between the 401
+                # and here), tells nothing new: tokens revoked or expired one
+                # after the other while requests were slow are no loop.
+                handed = self._handed.get(token.header_value)
+                loop = (
+                    previous is not None
+                    and previous[0] != token
+                    and now - previous[1] < window
+                    and handed is not None
+                    and handed[0] == token
+                    and handed[1] > previous[2]
+                )
                 warn = loop and (looping is None or now - looping[1] > 2 * window)
                 if loop:
                     self._looping = (token, now)
             elif looping is not None and looping[0] == token and now - looping[1] < window:
-                self._again = (token, now)  # the loop goes on
+                self._again = (token, now, self._adoptions)  # the loop goes on
                 return None
         if again and loop:
             if warn:
@@ -981,7 +1001,8 @@ class TokenManager:
             self._entry = _Entry(token, refresh_at, stale_at)
             handed = self._handed
             handed.pop(token.header_value, None)
-            handed[token.header_value] = token
+            self._adoptions += 1
+            handed[token.header_value] = (token, self._adoptions)
             while len(handed) > _HANDED_KEPT:
                 del handed[next(iter(handed))]
             self._failure = None

@@ -72,3 +72,17 @@ def storage_settled(manager: Any, timeout: float = 5.0) -> None:
     guard = manager._guard
     assert guard is not None, "the manager has no storage"
     assert guard.backend.drain(timeout), f"storage writes still queued after {timeout}s"
+
+
+def refreshes_settled(timeout: float = 10.0) -> None:
+    """Wait until no background refresh (``alf-session-refresh`` thread) runs.
+
+    A request past a token's refresh time starts one and returns at once: a
+    test that compares counts (fetches against the token server's) after its
+    requests waits here, since a refresh may still be on its way.
+    """
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread.name == "alf-session-refresh":
+            thread.join(max(0.0, deadline - time.monotonic()))
+            assert not thread.is_alive(), f"background refresh still running after {timeout}s"

@@ -236,6 +236,32 @@ class TestRetryFor:
             clock.advance(manager.failure_ttl + 0.5)
         assert provider.count == 4
 
+    def test_refusals_reported_late_are_not_a_loop(
+        self, manager: TokenManager, provider: Tokens
+    ) -> None:
+        # Two requests under load: A's replacement tok-2 is refused on its
+        # retry, but A is held up before it reports that; meanwhile B's first
+        # try with tok-2 is refused and B's replacement tok-3 too. tok-3 was
+        # taken before A's refusal was known: tokens revoked one after the
+        # other, not an API refusing every fresh token.
+        flow = flow_of(manager)
+        steps_a = flow.auth_flow(Req("https://api.example/x"))
+        retry_a = steps_a.send(Resp(401, next(steps_a)))
+        assert retry_a.headers["Authorization"] == "Bearer tok-2"
+        steps_b = flow.auth_flow(Req("https://api.example/y"))
+        retry_b = steps_b.send(Resp(401, next(steps_b)))
+        assert retry_b.headers["Authorization"] == "Bearer tok-3"
+        with pytest.raises(StopIteration):
+            steps_a.send(Resp(401, retry_a))
+        with pytest.raises(StopIteration):
+            steps_b.send(Resp(401, retry_b))
+        # tok-3 is dropped, not kept as a loop's token: the next 401 is retried.
+        steps = flow.auth_flow(Req("https://api.example/z"))
+        sent = next(steps)
+        assert sent.headers["Authorization"] == "Bearer tok-4"
+        assert steps.send(Resp(401, sent)).headers["Authorization"] == "Bearer tok-5"
+        assert provider.count == 5
+
 
 class TestHosts:
     @pytest.mark.parametrize(

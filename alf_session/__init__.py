@@ -72,7 +72,7 @@ from .storage import (
 )
 from .token import Token
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "BearerAuth",

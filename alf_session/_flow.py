@@ -318,6 +318,17 @@ class RequestFlow(Generic[R, S]):
 
 # -- hosts -------------------------------------------------------------------------------------
 
+
+def _v6_text(address: ipaddress.IPv6Address) -> str:
+    """One spelling of an IPv6 address on every Python: RFC 5952's
+    compressed form, with an IPv4-mapped address in dotted quad (RFC 5952
+    section 5), which Python 3.13 prints and older versions do not."""
+    mapped = address.ipv4_mapped
+    if mapped is not None:
+        return f"::ffff:{mapped}"
+    return address.compressed
+
+
 _IPV4ISH = re.compile(r"[0-9][0-9a-fA-FxX.]*")
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?")
 _BRACKETED = re.compile(r"\[([^\[\]]+)\](?::([0-9]+))?")
@@ -339,7 +350,7 @@ def canonical_host(host: str) -> str:
         host = host[:-1]
     if ":" in host:
         try:
-            return ipaddress.IPv6Address(host).compressed
+            return _v6_text(ipaddress.IPv6Address(host))
         except ValueError:
             return host.lower()
     if _IPV4ISH.fullmatch(host):
@@ -452,10 +463,10 @@ def _normalize_host(entry: object) -> str:
             address = ipaddress.IPv6Address(host)
         except ValueError:
             raise refuse("the part in brackets is not an IPv6 address") from None
-        host = address.compressed
+        host = _v6_text(address)
     elif text.count(":") > 1:
         try:
-            host = ipaddress.IPv6Address(text).compressed
+            host = _v6_text(ipaddress.IPv6Address(text))
         except ValueError:
             raise refuse("it is not an IPv6 address (put one in brackets to add a port)") from None
     else:

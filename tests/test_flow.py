@@ -272,7 +272,7 @@ class TestHosts:
             ("api.example.com..", "api.example.com."),  # not the same name
             ("bücher.example", "xn--bcher-kva.example"),
             ("0:0:0:0:0:0:0:1", "::1"),
-            ("::FFFF:7F00:1", "::ffff:7f00:1"),
+            ("::FFFF:7F00:1", "::ffff:127.0.0.1"),
             ("127.1", "127.0.0.1"),
             ("0x7f.0.0.1", "127.0.0.1"),
             ("2130706433", "127.0.0.1"),

@@ -274,7 +274,7 @@ class TestTokenHostsAtConstruction:
             "api.example.com",
             "xn--bcher-kva.example",
             "[::1]:8443",
-            "::ffff:a00:1",
+            "::ffff:10.0.0.1",
             "127.0.0.1",
             "localhost:80",
         }
